@@ -1,0 +1,1 @@
+"""Detector module (being written)."""

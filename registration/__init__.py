@@ -1,0 +1,1 @@
+"""Registration stage: rigid, affine and non-rigid variants of a cohort, alignment quality."""

@@ -1,0 +1,49 @@
+"""Alignment quality between phases: liver Dice as in the paper's Table II."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark import FIXED_PHASE, PHASES
+from benchmark.cohort import Patient
+
+MOVING_PHASES = tuple(p for p in PHASES if p != FIXED_PHASE)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two binary masks; 0 when both are empty."""
+    a, b = a > 0, b > 0
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 0.0
+
+
+def slice_dice(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Dice per axial slice of two ``[z, y, x]`` masks (0 where both slices are empty)."""
+    a = moving.reshape(moving.shape[0], -1) > 0
+    b = fixed.reshape(fixed.shape[0], -1) > 0
+    inter = np.logical_and(a, b).sum(axis=1)
+    total = a.sum(axis=1) + b.sum(axis=1)
+    return np.divide(2.0 * inter, total, out=np.zeros(len(total)), where=total > 0)
+
+
+def mean_nonzero(values: np.ndarray) -> float:
+    """Mean over non-zero values, as the paper averaged its Dice scores (NaN if none)."""
+    values = np.asarray(values, dtype=float)
+    nonzero = values[values > 0]
+    return float(nonzero.mean()) if nonzero.size else float("nan")
+
+
+def liver_dice(patient: Patient, slices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-slice liver Dice of each moving phase against portal (needs per-phase liver masks).
+
+    ``slices`` restricts the computation to those axial indices.
+    """
+    if not patient.liver or FIXED_PHASE not in patient.liver:
+        raise ValueError(f"patient {patient.id}: no per-phase liver masks")
+    fixed = patient.liver[FIXED_PHASE]
+    idx = np.arange(fixed.shape[0]) if slices is None else np.asarray(slices)
+    return {
+        phase: slice_dice(patient.liver[phase][idx], fixed[idx])
+        for phase in MOVING_PHASES
+        if phase in patient.liver
+    }
