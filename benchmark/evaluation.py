@@ -92,9 +92,13 @@ class Evaluator:
         if len(groups) != n:
             raise ValueError("groups needs one patient id per image")
         self.n_images = n
-        self.group_names, group_index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        self.group_names, group_index = np.unique(
+            np.asarray(groups, dtype=str), return_inverse=True
+        )
         gt_counts = np.array([len(g) for g in gt_boxes], dtype=np.int64)
-        self.gt_per_group = np.bincount(group_index, weights=gt_counts, minlength=len(self.group_names))
+        self.gt_per_group = np.bincount(
+            group_index, weights=gt_counts, minlength=len(self.group_names)
+        )
         self.n_gt = int(gt_counts.sum())
         # ground truth padded per image: [n, Gmax, 4] with a validity mask
         gmax = int(gt_counts.max(initial=0))
@@ -107,8 +111,12 @@ class Evaluator:
         # detections flattened, filtered by score, in global descending score order
         counts = np.array([len(s) for s in det_scores], dtype=np.int64)
         image = np.repeat(np.arange(n), counts)
-        boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in det_boxes] or [np.zeros((0, 4))])
-        scores = np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in det_scores] or [np.zeros(0)])
+        boxes = np.concatenate(
+            [np.asarray(b, np.float64).reshape(-1, 4) for b in det_boxes] or [np.zeros((0, 4))]
+        )
+        scores = np.concatenate(
+            [np.asarray(s, np.float64).reshape(-1) for s in det_scores] or [np.zeros(0)]
+        )
         if len(boxes) != len(scores):
             raise ValueError("every detection needs one box and one score")
         keep = scores > score_threshold
@@ -162,7 +170,8 @@ class Evaluator:
         }
         if bootstrap > 0:
             out["ci"] = {
-                key: bootstrap_ci(m, bootstrap, seed, len(self.group_names)) for key, m in matches.items()
+                key: bootstrap_ci(m, bootstrap, seed, len(self.group_names))
+                for key, m in matches.items()
             }
         out["n_images"] = self.n_images
         out["n_gt"] = self.n_gt
@@ -184,7 +193,9 @@ def average_precision(tp: np.ndarray, n_gt: float, weights: np.ndarray | None = 
     return float(np.sum(np.diff(recall) * envelope[:-1]))
 
 
-def froc(tp: np.ndarray, n_gt: int, n_images: int, rates: Sequence[float] = FROC_RATES) -> np.ndarray:
+def froc(
+    tp: np.ndarray, n_gt: int, n_images: int, rates: Sequence[float] = FROC_RATES
+) -> np.ndarray:
     """Best sensitivity reachable with at most ``rate * n_images`` false positives, per rate."""
     sens = np.cumsum(tp) / n_gt
     fps = np.cumsum(~tp)
@@ -195,7 +206,9 @@ def froc(tp: np.ndarray, n_gt: int, n_images: int, rates: Sequence[float] = FROC
     return out
 
 
-def bootstrap_ci(m: Matched, n_boot: int, seed: int, n_groups: int, level: float = 0.95) -> list[float]:
+def bootstrap_ci(
+    m: Matched, n_boot: int, seed: int, n_groups: int, level: float = 0.95
+) -> list[float]:
     """Percentile CI of AP over ``n_boot`` resamplings of patients (with replacement).
 
     Matching is per image, so each detection's outcome is fixed; a resampled split only
@@ -214,7 +227,11 @@ def bootstrap_ci(m: Matched, n_boot: int, seed: int, n_groups: int, level: float
 
 
 def evaluate_frame(
-    predictions: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, score_threshold: float = SCORE_THRESHOLD
+    predictions: pd.DataFrame,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    score_threshold: float = SCORE_THRESHOLD,
 ) -> dict:
     """Evaluate a predictions table (the ``predictions_<split>.csv`` layout).
 

@@ -117,7 +117,10 @@ def test_frame_round_trip_matches_direct_evaluation():
 def test_hundred_thousand_detections_under_a_second():
     rng = np.random.default_rng(0)
     n = 1000
-    gts = [rng.uniform(0, 200, (2, 2)).repeat(2, axis=1)[:, [0, 1, 2, 3]] + [0, 0, 30, 30] for _ in range(n)]
+    gts = [
+        rng.uniform(0, 200, (2, 2)).repeat(2, axis=1)[:, [0, 1, 2, 3]] + [0, 0, 30, 30]
+        for _ in range(n)
+    ]
     corners = [rng.uniform(0, 200, (100, 2)) for _ in range(n)]
     dets = [np.hstack([c, c + 30]) for c in corners]
     scores = [rng.uniform(0, 1, 100) for _ in range(n)]
