@@ -54,17 +54,15 @@ def conv_bn_relu(
     dilation: int = 1,
     groups: int = 1,
 ) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm + ReLU; ``padding`` defaults to 'same' for odd kernels."""
+    """Conv (no bias, He init) + BatchNorm + ReLU; ``padding`` defaults to 'same'."""
     if padding is None:
         padding = dilation * (kernel_size // 2)
-    return nn.Sequential(
-        nn.Conv2d(
-            in_ch, out_ch, kernel_size, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, bias=False,
-        ),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
+    conv = nn.Conv2d(
+        in_ch, out_ch, kernel_size, stride=stride, padding=padding,
+        dilation=dilation, groups=groups, bias=False,
     )
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # no pretraining
+    return nn.Sequential(conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
 
 
 def spatial_size(module: nn.Module, size: int) -> int:
