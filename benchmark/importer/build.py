@@ -1,0 +1,438 @@
+"""Assemble four-phase patients from DICOM / NIfTI / NRRD sources and write a cohort.
+
+Per patient: the four phase volumes are read, the portal volume is put on the axis-aligned
+LPS cohort grid (transpose/flip only), every other phase is resampled onto that grid by
+physical coordinates (trilinear, air = -1024 HU outside its field of view) and the masks
+with nearest neighbour. This is also the paper's *axial alignment step* (phases cropped to
+the same physical z range from ImagePositionPatient): sampling every phase at the portal
+slice positions crops and aligns them in z by construction.
+
+A patient that fails is reported and skipped; the cohort keeps the others. Patients are
+written atomically by :class:`~benchmark.cohort.CohortWriter` and ``import_report.json``
+plus the manifest come last, so ``--out`` never holds half-written files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark import FIXED_PHASE, PHASES
+from benchmark.atomic import write_json
+from benchmark.cohort import CohortError, CohortWriter, Patient, assign_splits
+from benchmark.importer import dicom
+from benchmark.importer.phases import MapEntry, assign_phases, phase_in_name, read_phase_map
+from benchmark.importer.resample import (
+    Volume,
+    coverage,
+    grid_affine,
+    labelled_outside,
+    resample,
+    to_lps_grid,
+)
+from benchmark.importer.volumes import is_volume_file, read_mask, read_volume, stem
+
+REPORT = "import_report.json"
+AIR_HU = -1024.0
+_MASK_WORDS = ("seg", "mask", "label", "lesion", "liver", "tumor", "tumour")
+
+
+@dataclass
+class ImportOptions:
+    """Options of ``data import`` (see its ``--help``)."""
+
+    phase_map: Path | None = None
+    lesion_masks: list[Path] = field(default_factory=list)
+    liver_masks: list[Path] = field(default_factory=list)
+    lesion_label: int | None = None
+    liver_label: int | None = None
+    lesion_phase: str = FIXED_PHASE
+    seed: int = 0
+    name: str | None = None
+    overwrite: bool = False
+
+    def params(self, src: Path) -> dict[str, Any]:
+        return {
+            "source": str(src.resolve()),
+            "phase_map": str(self.phase_map.resolve()) if self.phase_map else None,
+            "lesion_masks": [str(p.resolve()) for p in self.lesion_masks],
+            "liver_masks": [str(p.resolve()) for p in self.liver_masks],
+            "lesion_label": self.lesion_label,
+            "liver_label": self.liver_label,
+            "lesion_phase": self.lesion_phase,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class Candidate:
+    """An image source that may become one phase of a patient."""
+
+    key: str
+    patient: str
+    description: str
+    time: str
+    files: list[Path]
+    series: dicom.Series | None = None
+
+    def matches(self, source: str, root: Path) -> bool:
+        """Does a phase-map ``source`` name this candidate (UID, number, description, path)?"""
+        if self.series is not None and source in (self.series.uid, self.series.number, self.series.description):
+            return True
+        path = Path(source) if Path(source).is_absolute() else root / source
+        path = path.resolve()
+        resolved = [f.resolve() for f in self.files]
+        return path in resolved or all(path in f.parents for f in resolved)
+
+    def load(self) -> Volume:
+        if self.series is not None:
+            return dicom.read_series(self.files, self.series.uid)
+        return read_volume(self.files[0])
+
+
+@dataclass
+class MaskSource:
+    """A mask file with the role, patient and phase it was matched to."""
+
+    path: Path
+    role: str
+    patient: str | None = None
+    phase: str | None = None
+
+
+def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> dict[str, Any]:
+    """Import every patient under ``src`` into the cohort folder ``out``; return the report."""
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: import source not found")
+    created = not out.exists()
+    entries = read_phase_map(options.phase_map) if options.phase_map else []
+    mask_paths = {p.resolve() for p in _expand(options.lesion_masks + options.liver_masks)}
+    mask_paths |= {_map_path(e, src, options.phase_map).resolve() for e in entries if e.role != "image"}
+    found = dicom.scan(src)
+    skipped: list[dict[str, str]] = [{"item": f, "reason": r} for f, r in found.ignored]
+    candidates = _candidates(src, found, mask_paths, skipped)
+    images = [e for e in entries if e.role == "image"]
+    claimed = {c.key for c in candidates for e in images if c.matches(e.source, src)}
+    patients = sorted({c.patient for c in candidates if c.key not in claimed} | {e.patient for e in images})
+    masks = _masks(options, entries, src, patients, candidates, skipped)
+    splits = assign_splits(patients, options.seed) if patients else {}
+    writer = CohortWriter(
+        out,
+        name=options.name or src.resolve().name,
+        kind="imported",
+        params=options.params(src),
+        provenance={"source": str(src.resolve()), "importer": "benchmark.importer"},
+        overwrite=options.overwrite,
+    )
+    done = writer.done()
+    report: dict[str, Any] = {"source": str(src.resolve()), "patients": {}, "skipped": skipped}
+    for pid in patients:
+        if pid in done:
+            report["patients"][pid] = {"status": "already imported"}
+            continue
+        try:
+            patient, summary = _build_patient(pid, src, candidates, entries, masks, options)
+        except (ValueError, OSError, CohortError) as err:
+            skipped.append({"item": f"patient {pid}", "reason": str(err)})
+            continue
+        patient.split = splits[pid]
+        writer.write_patient(patient)
+        report["patients"][pid] = summary
+    if not writer.done():
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        reasons = "; ".join(f"{s['item']}: {s['reason']}" for s in skipped) or "no images found"
+        raise ValueError(f"{src}: no patient could be imported ({reasons})")
+    write_json(out / REPORT, report)
+    writer.finish()
+    return report
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def _expand(paths: list[Path], role: str | None = None) -> list[Path]:
+    """Mask files under the given files/folders: NIfTI/NRRD volumes and DICOM SEG objects.
+
+    In folders, volume files whose names name the other role (``liver`` for lesion masks,
+    ``lesion``/``tumo(u)r`` for liver masks) are left out.
+    """
+    other = {"lesion": ("liver",), "liver": ("lesion", "tumor", "tumour")}.get(role or "", ())
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: mask file or folder not found")
+        if path.is_file():
+            files.append(path)
+            continue
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            if is_volume_file(f) and any(word in f.name.lower() for word in other):
+                continue
+            if is_volume_file(f) or (dicom.is_dicom(f) and _is_seg(f)):
+                files.append(f)
+    return files
+
+
+def _is_seg(path: Path) -> bool:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # unreadable files are reported when used as images
+        return False
+    return str(ds.get("SOPClassUID", "")) == dicom.SEG_SOP_CLASS
+
+
+def _map_path(entry: MapEntry, src: Path, phase_map: Path | None) -> Path:
+    """A mask file named in the phase map: absolute, relative to SRC, or to the map's folder."""
+    root = src if src.is_dir() else src.parent
+    for path in (Path(entry.source), root / entry.source, (phase_map or root).parent / entry.source):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{phase_map}:{entry.line}: mask file {entry.source} not found")
+
+
+def _patient_from_path(path: Path, src: Path) -> str:
+    """Patient id of a file without PatientID: its first subfolder under ``src``."""
+    root = src if src.is_dir() else src.parent
+    parts = path.resolve().relative_to(root.resolve()).parts
+    return parts[0] if len(parts) > 1 else root.resolve().name
+
+
+def _candidates(src: Path, found: dicom.Scan, mask_paths: set[Path], skipped: list[dict[str, str]]) -> list[Candidate]:
+    out = []
+    for series in found.series:
+        where = str(series.folder)
+        if series.modality != "CT":
+            skipped.append({"item": str(series.files[0]), "reason": f"modality {series.modality or 'missing'}, expected CT (series {where} ignored)"})
+            continue
+        if series.localizer:
+            skipped.append({"item": where, "reason": "localizer (scout) series ignored"})
+            continue
+        patient = series.patient_id or _patient_from_path(series.files[0], src)
+        out.append(Candidate(series.uid, patient, series.description, series.time, series.files, series))
+    for path in found.other:
+        if not is_volume_file(path) or path.resolve() in mask_paths:
+            continue
+        if any(word in stem(path).lower() for word in _MASK_WORDS):
+            skipped.append({"item": str(path), "reason": "looks like a mask; pass it with --lesion-masks or --liver-masks"})
+            continue
+        root = src if src.is_dir() else src.parent
+        key = str(path.resolve().relative_to(root.resolve()))
+        out.append(Candidate(key, _patient_from_path(path, src), stem(path), "", [path]))
+    return out
+
+
+def _masks(
+    options: ImportOptions,
+    entries: list[MapEntry],
+    src: Path,
+    patients: list[str],
+    candidates: list[Candidate],
+    skipped: list[dict[str, str]],
+) -> list[MaskSource]:
+    """Match every mask file to a patient and the phase it was drawn on."""
+    found = [MaskSource(p, "lesion") for p in _expand(options.lesion_masks, "lesion")]
+    found += [MaskSource(p, "liver") for p in _expand(options.liver_masks, "liver")]
+    for e in (e for e in entries if e.role != "image"):
+        path = _map_path(e, src, options.phase_map)
+        found = [m for m in found if not (m.path.resolve() == path.resolve() and m.role == e.role)]
+        found.append(MaskSource(path, e.role, e.patient, e.phase or options.lesion_phase))
+    series_owner = {c.key: c.patient for c in candidates if c.series is not None}
+    for mask in found:
+        if mask.patient is None:
+            mask.patient = _mask_patient(mask.path, patients, series_owner)
+        if mask.patient is None:
+            skipped.append({"item": str(mask.path), "reason": f"{mask.role} mask: cannot tell which patient it belongs to (name it after the patient or list it in --phase-map)"})
+    return [m for m in found if m.patient is not None]
+
+
+def _mask_patient(path: Path, patients: list[str], series_owner: dict[str, str]) -> str | None:
+    if dicom.is_dicom(path):
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for ref in ds.get("ReferencedSeriesSequence", []):
+            if str(ref.SeriesInstanceUID) in series_owner:
+                return series_owner[str(ref.SeriesInstanceUID)]
+        if str(ds.get("PatientID", "")) in patients:
+            return str(ds.PatientID)
+    for name in (stem(path), *(p.name for p in path.parents)):
+        if name in patients:
+            return name
+    return patients[0] if len(patients) == 1 else None
+
+
+# ----------------------------------------------------------------------------- one patient
+
+
+def _choose_phases(pid: str, src: Path, candidates: list[Candidate], entries: list[MapEntry]) -> dict[str, Candidate]:
+    mine = [c for c in candidates if c.patient == pid]
+    rows = [e for e in entries if e.patient == pid and e.role == "image"]
+    if rows:
+        chosen: dict[str, Candidate] = {}
+        for e in rows:
+            hits = [c for c in candidates if c.matches(e.source, src)]
+            if len(hits) > 1:
+                hits = [c for c in hits if c.patient == pid] or hits
+            if len(hits) != 1:
+                raise ValueError(
+                    f"phase map line {e.line}: source {e.source!r} matches {len(hits)} series/files "
+                    "(expected exactly one)"
+                )
+            if e.phase in chosen:
+                raise ValueError(f"phase map line {e.line}: phase {e.phase} given twice")
+            chosen[e.phase] = hits[0]  # type: ignore[index]
+        missing = [p for p in PHASES if p not in chosen]
+        if missing:
+            raise ValueError(f"phase map gives no {missing}; every patient needs all four phases")
+        return chosen
+    if not mine:
+        raise ValueError("no CT series or volume found")
+    by_key = {c.key: c for c in mine}
+    try:
+        keys = assign_phases([(c.key, c.description, c.time) for c in mine])
+    except ValueError as err:
+        found = [f"{c.description or c.key!r}" for c in mine]
+        raise ValueError(f"{len(mine)} series found ({', '.join(found)}): {err}") from None
+    return {p: by_key[k] for p, k in keys.items()}
+
+
+def _build_patient(
+    pid: str,
+    src: Path,
+    candidates: list[Candidate],
+    entries: list[MapEntry],
+    masks: list[MaskSource],
+    options: ImportOptions,
+) -> tuple[Patient, dict[str, Any]]:
+    chosen = _choose_phases(pid, src, candidates, entries)
+    loaded: dict[str, Volume] = {}
+    for cand in chosen.values():
+        if cand.key not in loaded:
+            loaded[cand.key] = cand.load()
+    portal = loaded[chosen[FIXED_PHASE].key]
+    portal_array, spacing, origin = to_lps_grid(portal)
+    shape = portal_array.shape
+    target = grid_affine(spacing, origin)
+    phases: dict[str, np.ndarray] = {}
+    phase_info: dict[str, Any] = {}
+    for phase, cand in chosen.items():
+        volume = loaded[cand.key]
+        if phase == FIXED_PHASE:
+            array, how, fov = portal_array.astype(np.float32), "reoriented to LPS (no interpolation)", 1.0
+        else:
+            array = resample(volume, shape, target, order=1, cval=AIR_HU)
+            fov = coverage(volume, shape, target)
+            how = "resampled onto the portal grid (trilinear, -1024 HU outside its field of view)"
+        phases[phase] = array.astype(np.float32)
+        phase_info[phase] = {
+            "source": [str(f) for f in cand.files] if len(cand.files) <= 3 else [str(cand.series.folder if cand.series else cand.files[0])],
+            "files": len(cand.files),
+            "series_uid": cand.series.uid if cand.series else None,
+            "description": cand.description,
+            "acquisition_time": cand.time,
+            "original_spacing": [round(s, 4) for s in volume.spacing],
+            "original_shape": list(volume.array.shape),
+            "geometry": how,
+            "fov_coverage": round(fov, 4),
+            "hu_range": [float(np.min(array)), float(np.max(array))],
+        }
+    warnings: list[str] = []
+    lesion, lesion_phase, lesion_info = _place_masks(
+        [m for m in masks if m.patient == pid and m.role == "lesion"], "lesion", options.lesion_label,
+        options.lesion_phase, chosen, shape, target, warnings,
+    )
+    if lesion is None:
+        raise ValueError("no lesion mask (give --lesion-masks or list one in --phase-map)")
+    liver: dict[str, np.ndarray] = {}
+    liver_info: dict[str, Any] = {}
+    for phase in PHASES:
+        mine = [m for m in masks if m.patient == pid and m.role == "liver" and _mask_phase(m, FIXED_PHASE, chosen) == phase]
+        arr, _, info = _place_masks(mine, "liver", options.liver_label, phase, chosen, shape, target, warnings)
+        if arr is not None:
+            liver[phase], liver_info[phase] = arr, info
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    summary = {
+        "shape": list(shape),
+        "spacing": list(spacing),
+        "origin": list(origin),
+        "phases": phase_info,
+        "lesion_phase": lesion_phase,
+        "lesion": {**lesion_info, "voxels": int(lesion.sum()), "volume_ml": round(float(lesion.sum()) * voxel_ml, 3)},
+        "liver": {p: {**liver_info[p], "voxels": int(m.sum()), "volume_ml": round(float(m.sum()) * voxel_ml, 3)} for p, m in liver.items()},
+        "warnings": warnings,
+    }
+    patient = Patient(
+        id=pid,
+        phases=phases,
+        lesion=lesion,
+        lesion_phase=lesion_phase,
+        spacing=spacing,
+        origin=origin,
+        liver=liver or None,
+        meta={"import": summary},
+    )
+    return patient, summary
+
+
+def _mask_phase(mask: MaskSource, default: str, chosen: dict[str, Candidate]) -> str:
+    """Phase a mask was drawn on: explicit, the SEG's referenced series, its file name, or default."""
+    if mask.phase:
+        return mask.phase
+    if dicom.is_dicom(mask.path):
+        import pydicom
+
+        ds = pydicom.dcmread(mask.path, stop_before_pixels=True)
+        refs = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", [])]
+        phases = [p for p, c in chosen.items() if c.key in refs]
+        if phases:
+            return default if default in phases else phases[0]
+    return phase_in_name(stem(mask.path)) or phase_in_name(mask.path.parent.name) or default
+
+
+def _place_masks(
+    masks: list[MaskSource],
+    role: str,
+    label: int | None,
+    default_phase: str,
+    chosen: dict[str, Candidate],
+    shape: tuple[int, int, int],
+    target: np.ndarray,
+    warnings: list[str],
+) -> tuple[np.ndarray | None, str, dict[str, Any]]:
+    """Union of the masks of one role (all drawn on one phase) on the cohort grid."""
+    if not masks:
+        return None, default_phase, {}
+    phases = {_mask_phase(m, default_phase, chosen) for m in masks}
+    if len(phases) > 1:
+        raise ValueError(f"{role} masks {[str(m.path) for m in masks]} are drawn on different phases {sorted(phases)}")
+    out = np.zeros(shape, np.uint8)
+    for m in masks:
+        out |= place_mask(read_mask(m.path, label), shape, target, warnings)
+    return out, phases.pop(), {"source": [str(m.path) for m in masks], "label": label}
+
+
+def place_mask(mask: Volume, shape: tuple[int, int, int], target: np.ndarray, warnings: list[str]) -> np.ndarray:
+    """Resample a binary mask onto the cohort grid (nearest neighbour, physical coordinates).
+
+    Labelled voxels outside the grid are reported in ``warnings``; a mask entirely outside
+    is an error: its header (origin or orientation) does not describe the image it was drawn
+    on, as with a cropped NIfTI that kept the original origin.
+    """
+    outside, total = labelled_outside(mask, shape, target)
+    if total == 0:
+        warnings.append(f"{mask.source}: mask is empty")
+    elif outside == total:
+        raise ValueError(
+            f"{mask.source}: all {total} labelled voxels lie outside the image; its header "
+            "(origin/orientation) does not match the image it was drawn on"
+        )
+    elif outside:
+        warnings.append(f"{mask.source}: {outside} of {total} labelled voxels lie outside the portal field of view")
+    return resample(mask, shape, target, order=0, cval=0).astype(np.uint8)
