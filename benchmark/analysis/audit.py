@@ -44,6 +44,11 @@ class Finding:
     where: str
     message: str
 
+    @property
+    def title(self) -> str:
+        """"Table S1", "Fig. 5", ..."""
+        return self.table if self.table.startswith("Fig") else f"Table {self.table}"
+
 
 @dataclass
 class Audit:
@@ -70,7 +75,7 @@ class Audit:
             "## Findings",
             "",
         ]
-        lines += [f"- **Table {f.table}** ({f.where}): {f.message}" for f in self.findings] or [
+        lines += [f"- **{f.title}** ({f.where}): {f.message}" for f in self.findings] or [
             "- none"
         ]
         lines += ["", "## Inconsistent Table S2 cells", ""]

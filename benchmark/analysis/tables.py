@@ -94,7 +94,7 @@ def comparison(
 
 def layout(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """Paper layout: one line per row label and kind, one column per paper column."""
-    headers = [_header(split, metric) for split, metric in spec.columns]
+    headers = [header(split, metric) for split, metric in spec.columns]
     lines = []
     for (section, label), part in frame.groupby(["section", "row_label"], sort=False):
         cells = part.set_index(["split", "metric"])
@@ -184,7 +184,8 @@ def to_latex(table: pd.DataFrame, title: str, groups: list[tuple[str, int]]) -> 
     return "\n".join(out) + "\n"
 
 
-def _header(split: str, metric: str) -> str:
+def header(split: str, metric: str) -> str:
+    """Column header of a (split, metric) pair: "val IoU30", "Average"."""
     return "Average" if (split, metric) == AVERAGE else f"{split} {metric}"
 
 

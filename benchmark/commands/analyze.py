@@ -1,0 +1,141 @@
+"""``analyze``, ``compare`` and ``report``: the paper's robustness analysis for a run folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ORDER = 80
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    analyze = subparsers.add_parser(
+        "analyze",
+        help="Tables I, II, III, S1, S2 and Fig. 5 beside the published numbers; paper audit",
+        description=(
+            "With --runs: write the paper's Tables I, II (registration stage), III (when ablation "
+            "runs exist), S1 and S2 as CSV, Markdown and LaTeX, each with our value, the "
+            "published value and the difference, plus Fig. 5 (PNG, PDF). A partial run folder "
+            "gives what it can; README.md in the output names what is missing. With --published: "
+            "regenerate Table S2 and Fig. 5 from the published Tables I and S1 and audit the "
+            "paper's tables for inconsistencies."
+        ),
+    )
+    source = analyze.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--runs",
+        type=Path,
+        metavar="RUNS",
+        help="run folder (RUNS/<cohort>/<variant>/<model>/seed<k>)",
+    )
+    source.add_argument(
+        "--published", action="store_true", help="analyse and audit the published tables alone"
+    )
+    analyze.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: RUNS/analysis or results/published-analysis)",
+    )
+    analyze.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    analyze.add_argument(
+        "--no-published-bars", action="store_true", help="Fig. 5 without the published bars"
+    )
+    analyze.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="paired patient-bootstrap replicates for sensitivity CIs (needs predictions_<split>.csv; 0 = off)",
+    )
+    analyze.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    analyze.set_defaults(func=_analyze)
+
+    comp = subparsers.add_parser(
+        "compare",
+        help="place one model among the published sensitivities (rank table, Fig. 5, Table I)",
+        description=(
+            "Rank the model's average sensitivity (eq. 6 over the eight AP metrics) among the "
+            "paper's models per registration method, draw Fig. 5 with its bars highlighted and "
+            "put its unregistered AP beside the published Table I."
+        ),
+    )
+    comp.add_argument("--runs", type=Path, required=True, metavar="RUNS", help="run folder")
+    comp.add_argument("--model", required=True, help="registry name of the model to place")
+    comp.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
+    )
+    comp.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    comp.set_defaults(func=_compare)
+
+    report = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML report of a run folder",
+        description=(
+            "Run the analysis and write a single HTML file (tables, Fig. 5 embedded as images, "
+            "Table II, paper audit, run configs, software versions, timing) that opens in any browser."
+        ),
+    )
+    report.add_argument("--runs", type=Path, required=True, metavar="RUNS", help="run folder")
+    report.add_argument(
+        "--out", type=Path, default=None, help="HTML file (default: RUNS/report.html)"
+    )
+    report.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    report.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="bootstrap replicates for CIs (0 = off)",
+    )
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.set_defaults(func=_report)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from benchmark.analysis import pipeline
+
+    if args.published:
+        out = args.out or Path("results") / "published-analysis"
+        result = pipeline.analyze_published(out)
+    else:
+        out = args.out or args.runs / "analysis"
+        result = pipeline.analyze_runs(
+            args.runs,
+            out,
+            cohort=args.cohort,
+            with_published=not args.no_published_bars,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
+    _print(result)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from benchmark.analysis import pipeline
+
+    out = args.out or args.runs / f"compare-{args.model}"
+    result = pipeline.compare(args.runs, args.model, out, cohort=args.cohort)
+    print(result.tables["rank"].to_string(index=False))
+    _print(result)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from benchmark.analysis.report import write_report
+
+    out = args.out or args.runs / "report.html"
+    path = write_report(
+        args.runs, out, cohort=args.cohort, bootstrap=args.bootstrap, seed=args.seed
+    )
+    print(f"report: {path}")
+    return 0
+
+
+def _print(result) -> None:
+    for note in result.notes:
+        print(note)
+    print(f"wrote {len(result.files) + len(result.figures)} files to {result.out}")
+    for line in result.missing:
+        print(f"missing: {line}")
