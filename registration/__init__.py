@@ -1,1 +1,6 @@
 """Registration stage: rigid, affine and non-rigid variants of a cohort, alignment quality."""
+
+from registration.alignment import alignment_table
+from registration.stage import VARIANTS, register_variant
+
+__all__ = ["VARIANTS", "alignment_table", "register_variant"]

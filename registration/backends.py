@@ -1,0 +1,252 @@
+"""Elastix backends for 2D slice registration: itk-elastix (default) and SimpleElastix.
+
+Both run elastix with its DEFAULT parameter maps, as the paper did: ``rigid``, ``affine`` and
+``nonrigid`` = affine followed by B-spline (two maps run in sequence, which is what the
+authors' code does). Only ``DefaultPixelValue`` of the result image is changed (to the moving
+slice's minimum, i.e. air instead of 0 HU); it does not touch the optimisation.
+
+Threads: itk-elastix crashes when threads are set per call (ITKElastix issue 160), so the
+number of threads is set only through ITK's global default (:func:`set_threads`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+METHODS = ("rigid", "affine", "nonrigid")
+BACKENDS = ("itk-elastix", "simpleelastix")
+#: elastix default map names run in sequence for each method
+DEFAULT_MAPS: dict[str, tuple[str, ...]] = {
+    "rigid": ("rigid",),
+    "affine": ("affine",),
+    "nonrigid": ("affine", "bspline"),
+}
+# SWIG-generated modules warn about their own types on import under Python >= 3.12.
+_SWIG_WARNING = r"builtin type (swigvarlink|SwigPy\w+) has no __module__ attribute"
+
+
+@contextlib.contextmanager
+def _quiet_swig() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SWIG_WARNING, category=DeprecationWarning)
+        yield
+
+
+@dataclass
+class SliceRegistration:
+    """One moving slice registered to its fixed slice.
+
+    ``transform`` is backend specific; pass it back to the same backend's :meth:`warp_mask`
+    and :meth:`displacement`.
+    """
+
+    warped: np.ndarray
+    transform: Any
+
+
+class Backend(Protocol):
+    name: str
+
+    def register(
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+    ) -> SliceRegistration: ...
+
+    def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray: ...
+
+    def displacement(self, reg: SliceRegistration) -> np.ndarray: ...
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown registration method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def _to_binary(warped: np.ndarray) -> np.ndarray:
+    return (np.asarray(warped) > 0.5).astype(np.uint8)
+
+
+class ItkElastixBackend:
+    """Elastix through the ``itk-elastix`` wheels (``itk.elastix_registration_method``)."""
+
+    name = "itk-elastix"
+
+    def __init__(self) -> None:
+        with _quiet_swig():
+            import itk
+
+            itk.ElastixRegistrationMethod  # noqa: B018 - force the lazy module load here
+        self.itk = itk
+
+    def _image(self, array: np.ndarray, spacing: tuple[float, float]) -> Any:
+        image = self.itk.image_from_array(np.ascontiguousarray(array, dtype=np.float32))
+        image.SetSpacing((float(spacing[1]), float(spacing[0])))  # ITK order is (x, y)
+        return image
+
+    def _parameters(self, method: str, default_pixel: float) -> Any:
+        check_method(method)
+        params = self.itk.ParameterObject.New()
+        for name in DEFAULT_MAPS[method]:
+            pmap = params.GetDefaultParameterMap(name)
+            pmap["DefaultPixelValue"] = [repr(float(default_pixel))]
+            params.AddParameterMap(pmap)
+        return params
+
+    def register(
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+    ) -> SliceRegistration:
+        params = self._parameters(method, float(moving.min()))
+        result, transform = self.itk.elastix_registration_method(
+            self._image(fixed, spacing),
+            self._image(moving, spacing),
+            parameter_object=params,
+            log_to_console=False,
+        )
+        return SliceRegistration(self.itk.array_from_image(result).astype(np.float32),
+                                 (transform, spacing))
+
+    def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray:
+        transform, spacing = reg.transform
+        nearest = self.itk.ParameterObject.New()
+        for i in range(transform.GetNumberOfParameterMaps()):
+            pmap = transform.GetParameterMap(i)
+            pmap["FinalBSplineInterpolationOrder"] = ["0"]
+            pmap["DefaultPixelValue"] = ["0"]
+            nearest.AddParameterMap(pmap)
+        warped = self.itk.transformix_filter(self._image(mask, spacing), nearest)
+        return _to_binary(self.itk.array_from_image(warped))
+
+    def displacement(self, reg: SliceRegistration) -> np.ndarray:
+        transform, spacing = reg.transform
+        shape = tuple(int(s) for s in transform.GetParameterMap(0)["Size"])[::-1]
+        image = self._image(np.zeros(shape, np.float32), spacing)
+        transformix = self.itk.TransformixFilter[type(image)].New()
+        transformix.SetMovingImage(image)
+        transformix.SetTransformParameterObject(transform)
+        transformix.ComputeDeformationFieldOn()
+        transformix.LogToConsoleOff()
+        # transformix writes deformationField.nii into its output directory (default: cwd)
+        with tempfile.TemporaryDirectory(prefix="phasebench-transformix-") as out:
+            transformix.SetOutputDirectory(out)
+            transformix.Update()
+            field = self.itk.array_from_image(transformix.GetOutputDeformationField())
+        return field[..., ::-1].astype(np.float32)  # (dy, dx) in mm
+
+
+class SimpleElastixBackend:
+    """Elastix through ``SimpleITK-SimpleElastix`` (optional extra ``phasebench[simpleelastix]``).
+
+    Its filters write ``TransformParameters.*.txt`` into the working directory unless an output
+    directory is set, so every call runs with a private temporary output directory.
+    """
+
+    name = "simpleelastix"
+
+    def __init__(self) -> None:
+        with _quiet_swig():
+            import SimpleITK as sitk
+        if not hasattr(sitk, "ElastixImageFilter"):
+            raise ImportError(
+                "the installed SimpleITK has no ElastixImageFilter; install "
+                "phasebench[simpleelastix] (SimpleITK-SimpleElastix) in an environment without "
+                "plain SimpleITK"
+            )
+        self.sitk = sitk
+
+    def _image(self, array: np.ndarray, spacing: tuple[float, float]) -> Any:
+        image = self.sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+        image.SetSpacing((float(spacing[1]), float(spacing[0])))
+        return image
+
+    @contextlib.contextmanager
+    def _filter(self, kind: str) -> Iterator[Any]:
+        filt = getattr(self.sitk, kind)()
+        filt.LogToConsoleOff()
+        filt.LogToFileOff()
+        with tempfile.TemporaryDirectory(prefix="phasebench-elastix-") as out:
+            filt.SetOutputDirectory(out)
+            yield filt
+
+    def register(
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+    ) -> SliceRegistration:
+        check_method(method)
+        maps = self.sitk.VectorOfParameterMap()
+        for name in DEFAULT_MAPS[method]:
+            pmap = self.sitk.GetDefaultParameterMap(name)
+            pmap["DefaultPixelValue"] = [repr(float(moving.min()))]
+            maps.append(pmap)
+        with self._filter("ElastixImageFilter") as filt:
+            filt.SetFixedImage(self._image(fixed, spacing))
+            filt.SetMovingImage(self._image(moving, spacing))
+            filt.SetParameterMap(maps)
+            filt.Execute()
+            warped = self.sitk.GetArrayFromImage(filt.GetResultImage()).astype(np.float32)
+            transform = [self.sitk.ParameterMap(dict(m)) for m in filt.GetTransformParameterMap()]
+        return SliceRegistration(warped, (transform, spacing))
+
+    def _transformix(self, reg: SliceRegistration, image: np.ndarray, nearest: bool) -> Any:
+        transform, spacing = reg.transform
+        maps = self.sitk.VectorOfParameterMap()
+        for pmap in transform:
+            pmap = self.sitk.ParameterMap(dict(pmap))
+            if nearest:
+                pmap["FinalBSplineInterpolationOrder"] = ["0"]
+                pmap["DefaultPixelValue"] = ["0"]
+            maps.append(pmap)
+        with self._filter("TransformixImageFilter") as filt:
+            filt.SetMovingImage(self._image(image, spacing))
+            filt.SetTransformParameterMap(maps)
+            filt.SetComputeDeformationField(not nearest)
+            filt.Execute()
+            if nearest:
+                return self.sitk.GetArrayFromImage(filt.GetResultImage())
+            return self.sitk.GetArrayFromImage(filt.GetDeformationField())
+
+    def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray:
+        return _to_binary(self._transformix(reg, mask, nearest=True))
+
+    def displacement(self, reg: SliceRegistration) -> np.ndarray:
+        size = tuple(int(s) for s in reg.transform[0][0]["Size"])[::-1]
+        field = self._transformix(reg, np.zeros(size, np.float32), nearest=False)
+        return np.asarray(field)[..., ::-1].astype(np.float32)
+
+
+def simpleelastix_available() -> bool:
+    """True when a SimpleITK with elastix support is importable."""
+    if importlib.util.find_spec("SimpleITK") is None:
+        return False
+    try:
+        SimpleElastixBackend()
+    except ImportError:
+        return False
+    return True
+
+
+def get_backend(name: str = "itk-elastix") -> Backend:
+    """Instantiate a backend by name (see :data:`BACKENDS`)."""
+    if name == "itk-elastix":
+        return ItkElastixBackend()
+    if name == "simpleelastix":
+        return SimpleElastixBackend()
+    raise ValueError(f"unknown registration backend {name!r}; use one of {', '.join(BACKENDS)}")
+
+
+def set_threads(n: int) -> None:
+    """Threads per process for ITK/elastix, set ONLY through ITK's global default.
+
+    Setting threads per call crashes itk-elastix (ITKElastix issue 160).
+    """
+    n = max(1, int(n))
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    with _quiet_swig():
+        import itk
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)

@@ -1,0 +1,281 @@
+"""Register a cohort into a variant: per 2D axial slice, each moving phase onto portal.
+
+Only the slices the detector dataset can touch are registered: slices whose lesion mask is
+non-empty plus their ``z-1`` / ``z+1`` neighbours (the detector input stacks three adjacent
+slices). Every other slice is copied unregistered and logged with status ``copied``. A slice
+whose registration fails (exception, non-finite output) is kept unregistered, logged with
+status ``failed`` and listed in the patient's ``meta["registration"]["failed"]``.
+
+Masks follow their phase's transform with nearest-neighbour interpolation
+(``FinalBSplineInterpolationOrder 0``): the liver masks of moving phases, and the lesion mask
+when its ``lesion_phase`` is not portal. For synthetic patients the variant stores the RESIDUAL
+true displacement after registration, so it stays a complete cohort whose remaining
+misalignment can be measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from benchmark import FIXED_PHASE
+from benchmark.atomic import write_text
+from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
+from registration.backends import METHODS, Backend, SliceRegistration, get_backend, set_threads
+from registration.metrics import MOVING_PHASES
+
+VARIANTS: tuple[str, ...] = METHODS
+LOG_NAME = "registration_log.csv"
+LOG_DIR = "logs"
+LOG_COLUMNS = (
+    "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error"
+)
+BODY_HU = -500.0
+"""Voxels above this HU (in the fixed portal slice) count as body for the NCC measure."""
+
+
+def touched_slices(lesion: np.ndarray) -> np.ndarray:
+    """Axial indices the detector dataset can read: lesion slices and their neighbours."""
+    lesion_z = np.flatnonzero(lesion.reshape(lesion.shape[0], -1).any(axis=1))
+    near = np.concatenate([lesion_z - 1, lesion_z, lesion_z + 1])
+    return np.unique(near[(near >= 0) & (near < lesion.shape[0])])
+
+
+def body_ncc(fixed: np.ndarray, moving: np.ndarray) -> float:
+    """Normalised cross-correlation of two slices inside the fixed slice's body (HU > -500)."""
+    body = fixed > BODY_HU
+    if body.sum() < 2:
+        return float("nan")
+    a = fixed[body].astype(np.float64)
+    b = moving[body].astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def residual_displacement(
+    true: np.ndarray, transform: np.ndarray, spacing: tuple[float, float]
+) -> np.ndarray:
+    """True displacement left after registration, for one slice.
+
+    ``true`` is the slice's known field ``(Y, X, 3)`` (dz, dy, dx) mm; ``transform`` the
+    registration's ``T(x) - x`` as ``(Y, X, 2)`` (dy, dx) mm. The registered slice shows at
+    ``x`` the moving anatomy at ``T(x)``, which lies at ``T(x) + d(T(x))`` in portal, so the
+    residual is ``u(x) + d(x + u(x))``.
+    """
+    sy, sx = spacing
+    yy, xx = np.mgrid[: true.shape[0], : true.shape[1]].astype(np.float64)
+    coords = [yy + transform[..., 0] / sy, xx + transform[..., 1] / sx]
+    sampled = np.stack(
+        [ndimage.map_coordinates(true[..., c], coords, order=1, mode="nearest") for c in range(3)],
+        axis=-1,
+    )
+    sampled[..., 1] += transform[..., 0]
+    sampled[..., 2] += transform[..., 1]
+    return sampled.astype(np.float32)
+
+
+def _check(reg: SliceRegistration) -> None:
+    if not np.isfinite(reg.warped).all():
+        raise FloatingPointError("registration produced non-finite intensities")
+
+
+def register_patient(
+    patient: Patient, method: str, backend: Backend
+) -> tuple[Patient, list[dict[str, Any]]]:
+    """Register every touched slice of one patient; returns the variant patient and log rows."""
+    if method not in VARIANTS:
+        raise ValueError(f"unknown variant {method!r}; use one of {', '.join(VARIANTS)}")
+    phases = {p: v.copy() for p, v in patient.phases.items()}
+    liver = {p: v.copy() for p, v in patient.liver.items()} if patient.liver else None
+    disp = {p: v.copy() for p, v in patient.displacement.items()} if patient.displacement else None
+    lesion = patient.lesion.copy()
+    fixed = patient.phases[FIXED_PHASE]
+    spacing = (float(patient.spacing[1]), float(patient.spacing[2]))
+    touched = set(touched_slices(patient.lesion).tolist())
+    rows: list[dict[str, Any]] = []
+    failed: list[list[Any]] = []
+    for z in range(fixed.shape[0]):
+        for phase in MOVING_PHASES:
+            moving = patient.phases[phase][z]
+            row = {"patient": patient.id, "slice": z, "phase": phase, "method": method,
+                   "seconds": 0.0, "ncc_before": body_ncc(fixed[z], moving),
+                   "ncc_after": float("nan"), "status": "copied", "error": ""}
+            rows.append(row)
+            if z not in touched:
+                continue
+            start = time.perf_counter()
+            try:
+                reg = backend.register(fixed[z], moving, spacing, method)
+                _check(reg)
+                new_liver = (
+                    backend.warp_mask(liver[phase][z], reg) if liver and phase in liver else None
+                )
+                new_lesion = (
+                    backend.warp_mask(patient.lesion[z], reg)
+                    if patient.lesion_phase == phase else None
+                )
+                new_disp = (
+                    residual_displacement(disp[phase][z], backend.displacement(reg), spacing)
+                    if disp and phase in disp else None
+                )
+            except Exception as err:  # logged and flagged; the slice stays unregistered
+                row.update(status="failed", error=f"{type(err).__name__}: {err}"[:300])
+                failed.append([z, phase])
+            else:
+                phases[phase][z] = reg.warped
+                if new_liver is not None:
+                    liver[phase][z] = new_liver
+                if new_lesion is not None:
+                    lesion[z] = new_lesion
+                if new_disp is not None:
+                    disp[phase][z] = new_disp
+                row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped))
+            row["seconds"] = time.perf_counter() - start
+    meta = {**patient.meta, "registration": {
+        "method": method, "backend": backend.name, "slices": sorted(touched), "failed": failed}}
+    out = Patient(
+        id=patient.id, phases=phases, lesion=lesion, lesion_phase=patient.lesion_phase,
+        spacing=patient.spacing, origin=patient.origin, split=patient.split, liver=liver,
+        displacement=disp, meta=meta,
+    )
+    return out, rows
+
+
+def _rows_csv(rows: list[dict[str, Any]], header: bool = True) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(backend: str | Backend, threads: int) -> None:
+    set_threads(threads)
+    _WORKER["backend"] = get_backend(backend) if isinstance(backend, str) else backend
+
+
+def _run_patient(
+    source: Path, writer: CohortWriter, pid: str, method: str
+) -> tuple[str, list[dict[str, Any]], float]:
+    start = time.perf_counter()
+    patient = Cohort(source).load(pid, liver=True, displacement=True)
+    out, rows = register_patient(patient, method, _WORKER["backend"])
+    write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
+    writer.write_patient(out)
+    return pid, rows, time.perf_counter() - start
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def register_variant(
+    cohort_root: str | Path,
+    variant: str,
+    *,
+    workers: int = 1,
+    backend: str | Backend = "itk-elastix",
+    progress: bool = True,
+) -> Cohort:
+    """Write ``variant_dir(cohort_root, variant)``: the cohort registered with ``variant``.
+
+    Resumable: patients already written are skipped. Each patient is one unit of work;
+    ``workers`` processes run in parallel with ``cores // workers`` ITK threads each (a
+    backend passed as an object instead of a name runs in this process). The per-slice log
+    is written to ``<variant dir>/registration_log.csv``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    source = Cohort(cohort_root)
+    if source.variant != UNREGISTERED:
+        raise CohortError(f"{source.root}: is the {source.variant!r} variant; register the "
+                          "unregistered cohort")
+    backend_name = backend if isinstance(backend, str) else backend.name
+    if isinstance(backend, str):
+        get_backend(backend)  # fail early when the backend is not installed
+    writer = CohortWriter(
+        variant_dir(cohort_root, variant), name=source.name, kind=source.kind, variant=variant,
+        params={"method": variant, "backend": backend_name, "parameter_maps": "elastix default",
+                "source": source.manifest.get("params", {})},
+        provenance={"source": str(source.root.resolve()), "fixed_phase": FIXED_PHASE},
+    )
+    todo = [pid for pid in source.patient_ids if pid not in writer.done()]
+    counts = {pid: len(touched_slices(_lesion(source, pid))) for pid in todo}
+    threads = max(1, available_cores() // workers)
+    bar = _progress(sum(counts.values()), variant, progress)
+    try:
+        if workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
+            _init_worker(backend, threads)
+            for pid in todo:
+                _run_patient(source.root, writer, pid, variant)
+                bar.update(counts[pid])
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                     initializer=_init_worker,
+                                     initargs=(backend, threads)) as pool:
+                futures = [pool.submit(_run_patient, source.root, writer, pid, variant)
+                           for pid in todo]
+                for future in as_completed(futures):
+                    pid = future.result()[0]
+                    bar.update(counts[pid])
+    finally:
+        bar.close()
+    cohort = writer.finish(order=source.patient_ids)
+    _merge_logs(writer.root, source.patient_ids)
+    return cohort
+
+
+def _lesion(source: Cohort, pid: str) -> np.ndarray:
+    from benchmark.cohort import load_volume
+
+    return load_volume(source.patient_dir(pid) / "lesion.nii.gz")[0]
+
+
+def _progress(total: int, variant: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"register {variant}", unit="slice", disable=not enabled)
+
+
+def _merge_logs(root: Path, order: list[str]) -> None:
+    parts = []
+    for i, pid in enumerate(order):
+        path = root / LOG_DIR / f"{pid}.csv"
+        if not path.exists():
+            raise CohortError(f"{path}: registration log of patient {pid} is missing")
+        text = path.read_text()
+        parts.append(text if i == 0 else text.split("\n", 1)[1])
+    write_text(root / LOG_NAME, "".join(parts) if parts else _rows_csv([]))
+
+
+def read_log(cohort_root: str | Path, variant: str) -> Any:
+    """The per-slice registration log of a variant as a pandas DataFrame."""
+    import pandas as pd
+
+    path = variant_dir(cohort_root, variant) / LOG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no registration log; run `python -m benchmark "
+                                f"register --variant {variant}` first")
+    return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""])
