@@ -136,7 +136,7 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
             report["patients"][pid] = {"status": "already imported"}
             continue
         try:
-            patient, summary = _build_patient(pid, src, candidates, entries, masks, options)
+            patient, summary = _build_patient(pid, src, candidates, claimed, entries, masks, options)
         except (ValueError, OSError, CohortError) as err:
             skipped.append({"item": f"patient {pid}", "reason": str(err)})
             continue
@@ -271,8 +271,14 @@ def _mask_patient(path: Path, patients: list[str], series_owner: dict[str, str])
 # ----------------------------------------------------------------------------- one patient
 
 
-def _choose_phases(pid: str, src: Path, candidates: list[Candidate], entries: list[MapEntry]) -> dict[str, Candidate]:
-    mine = [c for c in candidates if c.patient == pid]
+def _choose_phases(
+    pid: str, src: Path, candidates: list[Candidate], claimed: set[str], entries: list[MapEntry]
+) -> dict[str, Candidate]:
+    """The series/file of each phase: from the phase map, else keywords and acquisition order.
+
+    Series the phase map assigns (to any patient) are not used for keyword assignment.
+    """
+    mine = [c for c in candidates if c.patient == pid and c.key not in claimed]
     rows = [e for e in entries if e.patient == pid and e.role == "image"]
     if rows:
         chosen: dict[str, Candidate] = {}
@@ -307,11 +313,12 @@ def _build_patient(
     pid: str,
     src: Path,
     candidates: list[Candidate],
+    claimed: set[str],
     entries: list[MapEntry],
     masks: list[MaskSource],
     options: ImportOptions,
 ) -> tuple[Patient, dict[str, Any]]:
-    chosen = _choose_phases(pid, src, candidates, entries)
+    chosen = _choose_phases(pid, src, candidates, claimed, entries)
     loaded: dict[str, Volume] = {}
     for cand in chosen.values():
         if cand.key not in loaded:

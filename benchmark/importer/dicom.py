@@ -149,7 +149,7 @@ def read_series(files: list[Path], uid: str = "") -> Volume:
     return Volume(
         array=array,
         affine=affine,
-        source=str(first_path.parent),
+        source=str(headers[0][0]),
         meta={"series_uid": uid or str(first.get("SeriesInstanceUID", "")), "files": len(headers)},
     )
 

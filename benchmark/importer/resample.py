@@ -96,16 +96,27 @@ def resample(
     if volume.array.shape == tuple(shape) and np.allclose(volume.affine, target_affine, atol=1e-4):
         return volume.array.copy()
     index_map = np.linalg.solve(volume.affine, target_affine)  # target index -> source index
-    return ndimage.affine_transform(
+    snapped = np.rint(index_map)
+    near = np.abs(index_map - snapped) < 1e-4  # float noise must not move nearest neighbours
+    index_map[near] = snapped[near]
+    matrix, offset = index_map[:3, :3], index_map[:3, 3]
+    # A target voxel is inside the source when it falls in a source voxel, i.e. its index lies
+    # in [-0.5, n - 0.5) ('grid-constant' nearest neighbour); inside, edge voxels are
+    # extended rather than blended with cval.
+    inside = ndimage.affine_transform(
+        np.ones(volume.array.shape, np.uint8), matrix, offset=offset, output_shape=tuple(shape),
+        order=0, mode="grid-constant", cval=0,
+    ).astype(bool)
+    out = ndimage.affine_transform(
         volume.array.astype(np.float32) if order else volume.array,
-        index_map[:3, :3],
-        offset=index_map[:3, 3],
+        matrix,
+        offset=offset,
         output_shape=tuple(shape),
         order=order,
-        mode="constant",
-        cval=cval,
-        prefilter=False,
+        mode="nearest",
     )
+    out[~inside] = cval
+    return out
 
 
 def labelled_outside(mask: Volume, shape: tuple[int, int, int], target_affine: np.ndarray) -> tuple[int, int]:
