@@ -114,6 +114,10 @@ class LesionSliceDataset(Dataset):
             out.append(ref.boxes * np.array([scale[0], scale[1], scale[0], scale[1]], np.float32))
         return np.concatenate(out)
 
+    def raw_shape(self, index: int) -> tuple[int, int]:
+        """Native ``(H, W)`` of item ``index`` (before resizing)."""
+        return tuple(self._slabs[self.items[index].patient][1].shape[2:])  # type: ignore[return-value]
+
     def raw(self, index: int) -> Sample:
         """The un-augmented, un-resized sample."""
         ref = self.items[index]
