@@ -46,7 +46,7 @@ class Finding:
 
     @property
     def title(self) -> str:
-        """"Table S1", "Fig. 5", ..."""
+        """Printable name of the table or figure ("Table S1", "Fig. 5")."""
         return self.table if self.table.startswith("Fig") else f"Table {self.table}"
 
 
@@ -75,9 +75,7 @@ class Audit:
             "## Findings",
             "",
         ]
-        lines += [f"- **{f.title}** ({f.where}): {f.message}" for f in self.findings] or [
-            "- none"
-        ]
+        lines += [f"- **{f.title}** ({f.where}): {f.message}" for f in self.findings] or ["- none"]
         lines += ["", "## Inconsistent Table S2 cells", ""]
         cols = [
             "registration",

@@ -330,12 +330,14 @@ def _table2(result: Analysis, runs: RunSet, pub_root) -> None:
             "Dice published": pub_value,
             "Dice difference": r["liver_dice"] - pub_value,
         }
-        row |= {c: r[c] for c in ("ncc", "residual_mm", "slices") if c in r}
+        row |= {
+            c: v for c, v in r.items() if c not in ("variant", "liver_dice", "liver_dice_published")
+        }
         rows.append(row)
     table = pd.DataFrame(rows)
     result.tables["II"] = table
     result.files += tables.write_table(
-        table, result.out / "table2", f"Table II: liver Dice between phases ({found[0]})", []
+        table, result.out / "table2", f"Table II: liver Dice between phases ({found[0]})", [], 4
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.analysis import tables
 from benchmark.analysis.audit import audit_published
 from benchmark.analysis.pipeline import analyze_runs
 from benchmark.analysis.runs import collect_runs
@@ -41,7 +42,8 @@ STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eef; } td:first-child, td:nth-child(2) { text-align: left; }
+th { background: #eef; text-align: center; }
+td:first-child, td:nth-child(2) { text-align: left; }
 tr.published td { color: #555; } tr.difference td { color: #a33; }
 img { max-width: 100%; } .missing { color: #a33; } pre { background: #f6f6f6; padding: 0.5em; }
 """
@@ -75,7 +77,9 @@ def write_report(
     ]
     for name in ("I", "S1", "S2", "II", "III"):
         if name in result.tables:
-            parts += [f"<h2>{TITLES[name]}</h2>", _table(result.tables[name])]
+            groups = tables.groups_of(tables.SPECS[name]) if name in tables.SPECS else None
+            table = _table(result.tables[name], groups, digits=4 if name == "II" else 2)
+            parts += [f"<h2>{TITLES[name]}</h2>", table]
     for stem, data in figures.items():
         parts += [
             "<h2>Fig. 5: average sensitivity per model and registration method</h2>",
@@ -104,30 +108,41 @@ def write_report(
     return out
 
 
-def _table(frame: pd.DataFrame) -> str:
-    """HTML table; rows of a paper layout get the class of their value kind."""
+def _table(
+    frame: pd.DataFrame, groups: list[tuple[str, int]] | None = None, digits: int = 2
+) -> str:
+    """HTML table in the paper's layout: section rows, header spans, repeated labels blank."""
     shown = frame.drop(columns=[c for c in ("section",) if c in frame.columns])
-    rows = []
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    section = None
+    text = [c for c in ("Methods", "value") if c in shown.columns]
+    head = ""
+    if groups:
+        spans = "".join(f'<th colspan="{n}">{html.escape(g)}</th>' for g, n in groups)
+        head = f'<tr><th colspan="{len(text)}"></th>{spans}</tr>'
+    names = [c.split(" ")[-1] if groups and c not in text else c for c in shown.columns]
+    head += (
+        "<tr>"
+        + "".join(f"<th>{html.escape('' if c == 'value' else c)}</th>" for c in names)
+        + "</tr>"
+    )
+    rows, section, label = [], None, None
     for record, full in zip(shown.to_dict("records"), frame.to_dict("records"), strict=True):
         if full.get("section") and full["section"] != section:
             section = full["section"]
             rows.append(
-                f'<tr><td colspan="{len(shown.columns)}"><b>{html.escape(str(section))}</b></td></tr>'
+                f'<tr><td colspan="{len(names)}"><b>{html.escape(str(section))}</b></td></tr>'
             )
-        kind = html.escape(str(record.get("value", "")))
-        cells = "".join(f"<td>{html.escape(_fmt(v, kind))}</td>" for v in record.values())
-        rows.append(f'<tr class="{kind}">{cells}</tr>')
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _fmt(value: object, kind: str) -> str:
-    if isinstance(value, float):
-        if value != value:
-            return "–"
-        return f"{value:+.2f}" if kind == "difference" else f"{value:.2f}"
-    return str(value)
+        kind = str(record.get("value", ""))
+        if "Methods" in record:
+            record["Methods"], label = (
+                ("" if record["Methods"] == label else record["Methods"]),
+                record["Methods"],
+            )
+        cells = "".join(
+            f"<td>{html.escape(tables.format_cell(v, kind, digits=digits))}</td>"
+            for v in record.values()
+        )
+        rows.append(f'<tr class="{html.escape(kind)}">{cells}</tr>')
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _list(items: list[str], cls: str = "") -> str:

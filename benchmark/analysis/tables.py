@@ -105,13 +105,13 @@ def layout(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
 
 
 def write_table(
-    table: pd.DataFrame, stem: Path, title: str, groups: list[tuple[str, int]]
+    table: pd.DataFrame, stem: Path, title: str, groups: list[tuple[str, int]], digits: int = 2
 ) -> list[Path]:
     """Write ``stem``.csv/.md/.tex atomically; ``groups``: header spans over the value columns."""
     paths = [stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")]
     write_text(paths[0], table.to_csv(index=False, float_format="%.4f"))
-    write_text(paths[1], to_markdown(table, title))
-    write_text(paths[2], to_latex(table, title, groups))
+    write_text(paths[1], to_markdown(table, title, digits))
+    write_text(paths[2], to_latex(table, title, groups, digits))
     return paths
 
 
@@ -127,7 +127,7 @@ def groups_of(spec: TableSpec) -> list[tuple[str, int]]:
     return spans
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
+def to_markdown(table: pd.DataFrame, title: str, digits: int = 2) -> str:
     """GitHub Markdown; section rows in bold, repeated row labels left blank."""
     text_cols = [c for c in ("Methods", "value") if c in table.columns]
     value_cols = [c for c in table.columns if c not in ("section", *text_cols)]
@@ -143,13 +143,20 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
         texts = [shown] + ([row["value"]] if "value" in row else [])
         lines.append(
             "| "
-            + " | ".join([*texts, *(_fmt(row[c], row.get("value")) for c in value_cols)])
+            + " | ".join(
+                [
+                    *texts,
+                    *(format_cell(row[c], row.get("value"), digits=digits) for c in value_cols),
+                ]
+            )
             + " |"
         )
     return "\n".join(lines) + "\n"
 
 
-def to_latex(table: pd.DataFrame, title: str, groups: list[tuple[str, int]]) -> str:
+def to_latex(
+    table: pd.DataFrame, title: str, groups: list[tuple[str, int]], digits: int = 2
+) -> str:
     """A booktabs ``table`` environment in the paper's layout."""
     text_cols = [c for c in ("Methods", "value") if c in table.columns]
     value_cols = [c for c in table.columns if c not in ("section", *text_cols)]
@@ -177,7 +184,9 @@ def to_latex(table: pd.DataFrame, title: str, groups: list[tuple[str, int]]) -> 
         label = row["Methods"]
         texts = [_tex(shown)] + ([_tex(row["value"])] if "value" in row else [])
         out.append(
-            " & ".join([*texts, *(_fmt(row[c], row.get("value"), "--") for c in value_cols)])
+            " & ".join(
+                [*texts, *(format_cell(row[c], row.get("value"), "--", digits) for c in value_cols)]
+            )
             + " \\\\"
         )
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
@@ -189,14 +198,16 @@ def header(split: str, metric: str) -> str:
     return "Average" if (split, metric) == AVERAGE else f"{split} {metric}"
 
 
-def _fmt(value: object, kind: str | None, missing: str = "–") -> str:
+def format_cell(value: object, kind: str | None = None, missing: str = "–", digits: int = 2) -> str:
+    """A table cell: text as is, NaN as ``missing``, differences signed, ``digits`` decimals."""
     if isinstance(value, str):
         return value
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     if isinstance(value, int):
         return str(value)
-    return f"{value:+.2f}" if kind == "difference" else f"{value:.2f}"
+    value = round(float(value), digits) + 0.0  # no "-0.00"
+    return f"{value:+.{digits}f}" if kind == "difference" else f"{value:.{digits}f}"
 
 
 def _tex(text: object) -> str:
