@@ -81,7 +81,7 @@ class Candidate:
 
     def matches(self, source: str, root: Path) -> bool:
         """Does a phase-map ``source`` name this candidate (UID, number, description, path)?"""
-        if self.series is not None and source in (self.series.uid, self.series.number, self.series.description):
+        if self.series is not None and source in (self.series.uid, self.series.number, self.series.description) and source:
             return True
         path = Path(source) if Path(source).is_absolute() else root / source
         path = path.resolve()
@@ -215,7 +215,7 @@ def _candidates(src: Path, found: dicom.Scan, mask_paths: set[Path], skipped: li
             skipped.append({"item": where, "reason": "localizer (scout) series ignored"})
             continue
         patient = series.patient_id or _patient_from_path(series.files[0], src)
-        out.append(Candidate(series.uid, patient, series.description, series.time, series.files, series))
+        out.append(Candidate(series.key, patient, series.description, series.time, series.files, series))
     for path in found.other:
         if not is_volume_file(path) or path.resolve() in mask_paths:
             continue
@@ -341,7 +341,7 @@ def _build_patient(
         phase_info[phase] = {
             "source": [str(f) for f in cand.files] if len(cand.files) <= 3 else [str(cand.series.folder if cand.series else cand.files[0])],
             "files": len(cand.files),
-            "series_uid": cand.series.uid if cand.series else None,
+            "series_uid": (cand.series.uid or None) if cand.series else None,
             "description": cand.description,
             "acquisition_time": cand.time,
             "original_spacing": [round(s, 4) for s in volume.spacing],

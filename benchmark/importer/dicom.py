@@ -29,8 +29,13 @@ _GEOMETRY_KEYS = ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient")
 
 @dataclass
 class Series:
-    """Headers of one DICOM series (no pixel data read yet)."""
+    """Headers of one DICOM series (no pixel data read yet).
 
+    ``key`` groups the files: the SeriesInstanceUID, or for files without one (anonymised
+    exports) their folder, SeriesNumber and SeriesDescription.
+    """
+
+    key: str
     uid: str
     patient_id: str
     files: list[Path]
@@ -87,16 +92,16 @@ def scan(root: Path) -> Scan:
         if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
             found.segmentations.append(path)
             continue
-        uid = str(ds.get("SeriesInstanceUID", ""))
-        if not uid:
-            found.ignored.append((str(path), "no SeriesInstanceUID"))
-            continue
-        groups[uid].append((path, ds))
-    for uid, members in groups.items():
+        uid = str(ds.get("SeriesInstanceUID", "")).strip()
+        # anonymised files may lack the UID: group them by folder, number and description
+        key = uid or f"{path.parent}#{ds.get('SeriesNumber', '')}#{ds.get('SeriesDescription', '')}"
+        groups[key].append((path, ds))
+    for key, members in groups.items():
         first = members[0][1]
         found.series.append(
             Series(
-                uid=uid,
+                key=key,
+                uid=str(first.get("SeriesInstanceUID", "")).strip(),
                 patient_id=str(first.get("PatientID", "")).strip(),
                 files=[p for p, _ in members],
                 description=str(first.get("SeriesDescription", "")).strip(),
@@ -107,7 +112,7 @@ def scan(root: Path) -> Scan:
                 meta={"StudyInstanceUID": str(first.get("StudyInstanceUID", ""))},
             )
         )
-    found.series.sort(key=lambda s: (s.patient_id, s.time, s.number, s.uid))
+    found.series.sort(key=lambda s: (s.patient_id, s.time, s.number, s.key))
     return found
 
 
