@@ -154,6 +154,24 @@ def test_paired_patient_bootstrap_is_seeded():
     assert low < high and np.median(a) > 0  # worse aligned boxes -> positive sensitivity
 
 
+def test_bootstrap_cis_from_predictions(runs: Path, tmp_path: Path):
+    rng = np.random.default_rng(1)
+    for variant, noise in (("unregistered", 6.0), ("rigid", 1.0), ("nonrigid", 1.0)):
+        for split in ("val", "test"):
+            path = runs / "tiny" / variant / "gssd" / "seed0" / f"predictions_{split}.csv"
+            _predictions(rng, noise).to_csv(path, index=False)
+    result = analyze_runs(runs, tmp_path / "out", bootstrap=20, seed=5)
+    sens = pd.read_csv(tmp_path / "out" / "sensitivity.csv")
+    gssd = sens[sens["model"] == "gssd"]
+    assert len(gssd) == 2 * 9 and gssd["ci_low"].notna().all()
+    assert (gssd["ci_low"] <= gssd["ci_high"]).all()
+    assert sens[sens["model"] == "gssd_pp"]["ci_low"].isna().all()
+    assert any("gssd_pp" in m and "predictions_val.csv" in m for m in result.missing)
+    again = analyze_runs(runs, tmp_path / "again", bootstrap=20, seed=5)
+    assert again.missing == result.missing
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "sensitivity.csv"), sens)
+
+
 def test_report_is_self_contained(runs: Path, tmp_path: Path):
     path = write_report(runs, tmp_path / "report.html")
     page = path.read_text()
