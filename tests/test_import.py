@@ -44,6 +44,7 @@ def write_series(
     modality="CT",
     uid=None,
     prefix="",
+    acquisition=None,
 ):
     """Write a CT series whose HU follow :func:`ramp`; return the file paths (slice order)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,8 @@ def write_series(
         ds = _ct_slice(stored, ipp, row_dir, col_dir, spacing, uid, k, patient, description, time)
         ds.Modality = modality
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        if acquisition is not None:
+            ds.AcquisitionNumber = acquisition
         # file names and instance numbers deliberately disagree with the spatial order
         name = f"{prefix}{(nz - k) if reverse else k * 7 % nz}_{k}.dcm"
         ds.InstanceNumber = nz - k if reverse else k + 1
@@ -338,6 +341,22 @@ def test_all_bad_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "modality MR, expected CT" in err and "0_0.dcm" in err
     assert not out.exists()
+
+
+def test_phases_in_one_series_split_by_acquisition(tmp_path):
+    """All four phases stored as one series, told apart by AcquisitionNumber and time."""
+    src = tmp_path / "src"
+    for n, intercept in enumerate((-1024.0, -1000.0, -990.0, -980.0), start=1):
+        write_series(src / "p1", uid="1.2.3.9", description="Abdomen 5mm", time=f"1{n}0000",
+                     intercept=intercept, acquisition=n, prefix=f"a{n}_")
+    lesion_file(src / "p1" / "lesion.nii.gz")
+    report = import_cohort(src, tmp_path / "out", ImportOptions(lesion_masks=[src]))
+    phases = report["patients"]["p1"]["phases"]
+    assert [phases[p]["description"] for p in PHASES] == [f"Abdomen 5mm (acquisition {n})" for n in range(1, 5)]
+    patient = Cohort(tmp_path / "out").load("p1")
+    expected = np.rint(ramp(grid_points(patient.spacing, patient.origin, patient.shape)))
+    for phase in PHASES:
+        np.testing.assert_allclose(patient.phases[phase], expected, atol=0.5)
 
 
 def test_oblique_portal_skips_patient(tmp_path):

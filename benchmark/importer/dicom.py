@@ -96,7 +96,7 @@ def scan(root: Path) -> Scan:
         # anonymised files may lack the UID: group them by folder, number and description
         key = uid or f"{path.parent}#{ds.get('SeriesNumber', '')}#{ds.get('SeriesDescription', '')}"
         groups[key].append((path, ds))
-    for key, members in groups.items():
+    for key, members, label in (part for k, m in groups.items() for part in _split_acquisitions(k, m)):
         first = members[0][1]
         found.series.append(
             Series(
@@ -104,7 +104,7 @@ def scan(root: Path) -> Scan:
                 uid=str(first.get("SeriesInstanceUID", "")).strip(),
                 patient_id=str(first.get("PatientID", "")).strip(),
                 files=[p for p, _ in members],
-                description=str(first.get("SeriesDescription", "")).strip(),
+                description=(str(first.get("SeriesDescription", "")).strip() + label).strip(),
                 number=str(first.get("SeriesNumber", "")),
                 modality=str(first.get("Modality", "")),
                 time=str(first.get("AcquisitionTime", "") or first.get("SeriesTime", "")),
@@ -114,6 +114,28 @@ def scan(root: Path) -> Scan:
         )
     found.series.sort(key=lambda s: (s.patient_id, s.time, s.number, s.key))
     return found
+
+
+def _split_acquisitions(
+    key: str, members: list[tuple[Path, pydicom.Dataset]]
+) -> list[tuple[str, list[tuple[Path, pydicom.Dataset]], str]]:
+    """Split a series that repeats slice positions over several acquisitions.
+
+    Some multiphase exams store every phase in one series (same SeriesInstanceUID, the
+    phases told apart by AcquisitionNumber / AcquisitionTime). Such a series becomes one
+    part per acquisition, keyed ``UID#acqN``; anything else stays whole (and a genuine
+    duplicate slice is reported when the series is read).
+    """
+    positions = [tuple(np.round(np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), float), 2)) for _, ds in members]
+    if len(set(positions)) == len(positions):
+        return [(key, members, "")]
+    parts: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    for path, ds in members:
+        acquisition = str(ds.get("AcquisitionNumber", "") or ds.get("AcquisitionTime", ""))
+        parts[acquisition].append((path, ds))
+    if len(parts) < 2:
+        return [(key, members, "")]
+    return [(f"{key}#acq{a}", m, f" (acquisition {a})") for a, m in sorted(parts.items())]
 
 
 def read_series(files: list[Path], uid: str = "") -> Volume:
