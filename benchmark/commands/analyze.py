@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmark.commands import add_model_module_arg, load_model_modules
+
 ORDER = 80
 
 
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: RUNS/analysis or results/published-analysis)",
+        help="output folder (default: RUNS/analysis, or work/published-analysis with --published)",
     )
     analyze.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
     analyze.add_argument(
@@ -49,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="paired patient-bootstrap replicates for sensitivity CIs (needs predictions_<split>.csv; 0 = off)",
     )
     analyze.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_model_module_arg(analyze)
     analyze.set_defaults(func=_analyze)
 
     comp = subparsers.add_parser(
@@ -66,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
     )
     comp.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    add_model_module_arg(comp)
     comp.set_defaults(func=_compare)
 
     report = subparsers.add_parser(
@@ -95,8 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _analyze(args: argparse.Namespace) -> int:
     from benchmark.analysis import pipeline
 
+    load_model_modules(args)
     if args.published:
-        out = args.out or Path("results") / "published-analysis"
+        out = args.out or Path("work") / "published-analysis"
         result = pipeline.analyze_published(out)
     else:
         out = args.out or args.runs / "analysis"
@@ -115,6 +120,7 @@ def _analyze(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from benchmark.analysis import pipeline
 
+    load_model_modules(args)
     out = args.out or args.runs / f"compare-{args.model}"
     result = pipeline.compare(args.runs, args.model, out, cohort=args.cohort)
     print(result.tables["rank"].to_string(index=False))
