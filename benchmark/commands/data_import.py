@@ -116,7 +116,7 @@ def format_report(report: dict[str, Any]) -> str:
         for phase, p in info["phases"].items():
             lo, hi = p["hu_range"]
             lines.append(
-                f"    {phase:<11} {p['description'] or p['source'][0]!s:<30} HU [{lo:.0f}, {hi:.0f}]"
+                f"    {phase:<11} {p['description'] or p['source']:<30} HU [{lo:.0f}, {hi:.0f}]"
                 f"  field of view {100 * p['fov_coverage']:.0f}%"
             )
         lines.append(f"    lesion on {info['lesion_phase']}: {info['lesion']['volume_ml']} ml")

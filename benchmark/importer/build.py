@@ -319,27 +319,29 @@ def _build_patient(
     options: ImportOptions,
 ) -> tuple[Patient, dict[str, Any]]:
     chosen = _choose_phases(pid, src, candidates, claimed, entries)
-    loaded: dict[str, Volume] = {}
-    for cand in chosen.values():
-        if cand.key not in loaded:
-            loaded[cand.key] = cand.load()
-    portal = loaded[chosen[FIXED_PHASE].key]
+    portal = chosen[FIXED_PHASE].load()
     portal_array, spacing, origin = to_lps_grid(portal)
     shape = portal_array.shape
     target = grid_affine(spacing, origin)
     phases: dict[str, np.ndarray] = {}
     phase_info: dict[str, Any] = {}
-    for phase, cand in chosen.items():
-        volume = loaded[cand.key]
+    for phase in (FIXED_PHASE, *(p for p in PHASES if p != FIXED_PHASE)):
+        cand = chosen[phase]
+        same = next((p for p in phases if chosen[p].key == cand.key), None)
+        if same is not None:  # one source serving several phases is read once
+            phases[phase], phase_info[phase] = phases[same], phase_info[same]
+            continue
         if phase == FIXED_PHASE:
-            array, how, fov = portal_array.astype(np.float32), "reoriented to LPS (no interpolation)", 1.0
+            volume, array, fov = portal, portal_array.astype(np.float32), 1.0
+            how = "reoriented to LPS (transpose/flip only, no interpolation)"
         else:
+            volume = cand.load()
             array = resample(volume, shape, target, order=1, cval=AIR_HU)
             fov = coverage(volume, shape, target)
             how = "resampled onto the portal grid (trilinear, -1024 HU outside its field of view)"
-        phases[phase] = array.astype(np.float32)
+        phases[phase] = array
         phase_info[phase] = {
-            "source": [str(f) for f in cand.files] if len(cand.files) <= 3 else [str(cand.series.folder if cand.series else cand.files[0])],
+            "source": str(cand.series.folder) if cand.series else str(cand.files[0]),
             "files": len(cand.files),
             "series_uid": (cand.series.uid or None) if cand.series else None,
             "description": cand.description,
@@ -350,9 +352,11 @@ def _build_patient(
             "fov_coverage": round(fov, 4),
             "hu_range": [float(np.min(array)), float(np.max(array))],
         }
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     warnings: list[str] = []
+    mine = [m for m in masks if m.patient == pid]
     lesion, lesion_phase, lesion_info = _place_masks(
-        [m for m in masks if m.patient == pid and m.role == "lesion"], "lesion", options.lesion_label,
+        [m for m in mine if m.role == "lesion"], "lesion", options.lesion_label,
         options.lesion_phase, chosen, shape, target, warnings,
     )
     if lesion is None:
@@ -360,19 +364,19 @@ def _build_patient(
     liver: dict[str, np.ndarray] = {}
     liver_info: dict[str, Any] = {}
     for phase in PHASES:
-        mine = [m for m in masks if m.patient == pid and m.role == "liver" and _mask_phase(m, FIXED_PHASE, chosen) == phase]
-        arr, _, info = _place_masks(mine, "liver", options.liver_label, phase, chosen, shape, target, warnings)
+        drawn = [m for m in mine if m.role == "liver" and _mask_phase(m, FIXED_PHASE, chosen) == phase]
+        arr, _, info = _place_masks(drawn, "liver", options.liver_label, phase, chosen, shape, target, warnings)
         if arr is not None:
-            liver[phase], liver_info[phase] = arr, info
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+            liver[phase] = arr
+            liver_info[phase] = {**info, "voxels": int(arr.sum()), "volume_ml": round(float(arr.sum()) * voxel_ml, 3)}
     summary = {
         "shape": list(shape),
         "spacing": list(spacing),
         "origin": list(origin),
-        "phases": phase_info,
+        "phases": {p: phase_info[p] for p in PHASES},
         "lesion_phase": lesion_phase,
         "lesion": {**lesion_info, "voxels": int(lesion.sum()), "volume_ml": round(float(lesion.sum()) * voxel_ml, 3)},
-        "liver": {p: {**liver_info[p], "voxels": int(m.sum()), "volume_ml": round(float(m.sum()) * voxel_ml, 3)} for p, m in liver.items()},
+        "liver": liver_info,
         "warnings": warnings,
     }
     patient = Patient(
@@ -397,7 +401,7 @@ def _mask_phase(mask: MaskSource, default: str, chosen: dict[str, Candidate]) ->
 
         ds = pydicom.dcmread(mask.path, stop_before_pixels=True)
         refs = [str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", [])]
-        phases = [p for p, c in chosen.items() if c.key in refs]
+        phases = [p for p, c in chosen.items() if c.series is not None and c.series.uid in refs]
         if phases:
             return default if default in phases else phases[0]
     return phase_in_name(stem(mask.path)) or phase_in_name(mask.path.parent.name) or default
