@@ -97,6 +97,24 @@ def test_partial_and_empty_run_folders(tmp_path: Path):
     assert (tmp_path / "b" / "README.md").is_file()
 
 
+def test_table3_from_ablation_runs(tmp_path: Path):
+    root = tmp_path / "runs"
+    make_run(root, "unregistered", "gssd_pp")
+    ablation = make_run(root, "unregistered", "gssd_pp_no_dc")
+    t3 = published.load_table("III")
+    metrics: dict = {"val": {}, "test": {}}
+    for r in t3[t3["model"] == "gssd_pp_no_dc"].itertuples():
+        metrics[r.split][r.metric] = (r.value - 1.0) / 100
+    (ablation / "metrics.json").write_text(json.dumps(metrics))
+    table = analyze_runs(root, tmp_path / "a").tables["III"]
+    assert list(dict.fromkeys(table["section"])) == ["GSSD++", "PixelLink++"]
+    assert len(table) == 12 * 3 and list(table.columns[3:]) == ["val IoU50", "val IoBB50", "test IoU50", "test IoBB50"]  # fmt: skip
+    row = table[table["Methods"] == "w/o DC Module"].iloc[:3].set_index("value")
+    assert row.loc["difference", "test IoBB50"] == pytest.approx(-1.0)
+    full = table[table["Methods"] == "GSSD++"].set_index("value")
+    assert full.loc["difference", "val IoU50"] == pytest.approx(0.0)
+
+
 def test_bad_runs_are_reported_not_fatal(runs: Path, tmp_path: Path):
     bad = make_run(runs, "rigid", "ssd")
     (bad / "metrics.json").write_text('{"val": {"IoU30": 55.2}}')  # percent, not a fraction

@@ -230,17 +230,13 @@ def compare(
 
 def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) -> None:
     mean = ap.groupby(["model", "registration", "split", "metric"], as_index=False)["value"].mean()
-    for name, pub_name, title in (
-        ("I", "I", "Table I: AP (%) on the unregistered cohort, ours vs published"),
-        ("S1", "S1", "Table S1: AP (%) on the registered cohorts, ours vs published"),
-        (
-            "III",
-            "III",
-            "Table III: ablations, AP (%) on the unregistered cohort, ours vs published",
-        ),
+    for name, title in (
+        ("I", "Table I: AP (%) on the unregistered cohort, ours vs published"),
+        ("S1", "Table S1: AP (%) on the registered cohorts, ours vs published"),
+        ("III", "Table III: ablations, AP (%) on the unregistered cohort, ours vs published"),
     ):
         spec = tables.SPECS[name]
-        pub = published.load_table(pub_name, pub_root)
+        pub = published.load_table(name, pub_root)
         mine = mean[mean["registration"].isin(spec.registrations)]
         if name == "III":
             ablations = set(pub["model"]) - set(published.load_table("I", pub_root)["model"])
