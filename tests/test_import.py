@@ -393,3 +393,18 @@ def test_cli_help_lists_options(capsys):
     for option in ("--phase-map", "--lesion-masks", "--liver-label", "HCC-TACE-Seg"):
         assert option in text
     assert set(PHASES) <= set(text.replace(",", " ").replace("{", " ").replace("}", " ").split())
+
+
+def test_rerun_resumes_and_refuses_other_options(tmp_path, capsys):
+    src = tmp_path / "src"
+    four_phases(src)
+    lesion_file(src / "p1" / "lesion.nii.gz")
+    args = ["data", "import", str(src), "--out", str(tmp_path / "out"), "--lesion-masks", str(src)]
+    assert main(args) == 0
+    assert "p1: shape (6, 32, 32)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "p1: already imported" in capsys.readouterr().out
+    assert main([*args, "--lesion-phase", "arterial"]) == 2
+    assert "other parameters" in capsys.readouterr().err
+    assert main([*args, "--lesion-phase", "arterial", "--overwrite"]) == 0
+    assert Cohort(tmp_path / "out").load("p1").lesion_phase == "arterial"

@@ -82,15 +82,25 @@ def test_misleading_origin_is_caught(real_ct):
         place_mask(read_mask(folder / "example_ct_liver.nii.gz"), hu.shape, affine, [])
 
 
-def test_dicom_seg_equals_nrrd(real_ct):
+def test_dicom_seg_equals_nrrd(real_ct, tmp_path):
     folder = real_ct / "dcmqi-liver-3slice"
     hu, affine = _on_grid(read_series(sorted((folder / "ct-3slice").iterdir())))
     assert hu.shape == (3, 512, 512)
     from_nrrd = place_mask(read_mask(folder / "liver_seg.nrrd"), hu.shape, affine, [])
-    from_seg = place_mask(read_mask(folder / "liver.dcm", 1), hu.shape, affine, [])
     assert from_nrrd.sum() == 107098
-    assert dice(from_nrrd, from_seg) == 1.0
     assert -20 < hu[from_nrrd > 0].mean() < 150
+    # full import: the SEG finds its patient through the series it references
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("patient,source,phase\n" + "".join(f"99000,ct-3slice,{p}\n" for p in PHASES))
+    out = tmp_path / "out"
+    seg = str(folder / "liver.dcm")
+    args = ["data", "import", str(folder), "--out", str(out), "--phase-map", str(mapping),
+            "--lesion-masks", seg, "--liver-masks", seg, "--liver-label", "1"]
+    assert main(args) == 0
+    patient = Cohort(out).load("99000")
+    np.testing.assert_array_equal(patient.phases["portal"], hu)
+    assert dice(from_nrrd, patient.liver["portal"]) == 1.0
+    assert dice(from_nrrd, patient.lesion) == 1.0
 
 
 def test_ct_small(tmp_path):
