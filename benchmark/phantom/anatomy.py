@@ -221,7 +221,7 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
     cbx, cby = wall.cavity_axes
     cy = wall.cy
     rv = float(u(17, 22))
-    spine_y = cy + cby + 0.5 * wall.muscle - 3.5 * rv
+    spine_y = cy + cby - 0.3 * wall.muscle - 3.5 * rv
     ribs = tuple(
         (float(a), float(u(0, RIB_PERIOD_MM)))
         for a in np.deg2rad(np.r_[np.linspace(-45, 55, 5), np.linspace(125, 225, 5)])
@@ -267,14 +267,14 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
     bowel = tuple(
         (
             Ellipsoid(
-                center=(float(u(-1.3, -0.5)) * az, cy + float(u(-0.7, 0.1)) * cby, float(u(-0.2, 0.75)) * cbx),
-                axes=(float(u(12, 25)), float(u(11, 20)), float(u(11, 20))),
+                center=(float(u(-1.4, 0.2)) * az, cy + float(u(-0.75, 0.2)) * cby, float(u(-0.3, 0.8)) * cbx),
+                axes=(float(u(14, 30)), float(u(12, 24)), float(u(12, 24))),
                 angle=float(u(0, np.pi)),
                 deform=random_deform(rng, 0.08),
             ),
             bool(u() < 0.5),
         )
-        for _ in range(int(rng.integers(4, 8)))
+        for _ in range(int(rng.integers(8, 14)))
     )
     aorta = (spine_y - rv - float(u(11, 15)), float(u(8, 16)), float(u(10, 13)))
     ivc = (spine_y - rv - float(u(6, 10)), -float(u(22, 30)), float(u(7, 10)), float(u(11, 15)), 0.75 * az)

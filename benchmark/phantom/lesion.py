@@ -69,20 +69,24 @@ def draw_lesion(
     inside_liver,
     z_range: tuple[float, float],
     liver_box: np.ndarray,
+    min_mm: float = 10.0,
 ) -> tuple[Lesion, float]:
     """Draw an HCC that fits in the liver and in the imaged slab ``z_range``.
 
+    Diameters below ``min_mm`` are raised to it (callers pass ~6 pixels on coarse grids so the
+    lesion survives the paper's mask smoothing and yields a box).
     ``inside_liver(qz, qy, qx) -> bool array`` tests points. The drawn diameter is kept when a
     centre is found whose surrounding sphere lies in the liver; otherwise it is reduced by 15 %
     steps (large lesions do not fit a small liver or a thin slab). Returns the lesion and the
     diameter originally drawn (mm).
     """
     drawn = draw_diameter_mm(rng)
+    floor = max(10.0, min_mm)
     pattern = str(rng.choice(list(ENHANCEMENT_PATTERNS), p=list(ENHANCEMENT_PATTERNS.values())))
     directions = rng.normal(size=(64, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     shell = np.concatenate([directions, 0.6 * directions])
-    diameter = drawn
+    diameter = max(drawn, floor)
     center = None
     while center is None:
         radius = 0.5 * diameter
@@ -97,9 +101,9 @@ def draw_lesion(
                 center = c
                 break
         if center is None:
-            if diameter <= 10.0:
-                raise RuntimeError("cannot place a 1 cm lesion in the liver (slab too thin?)")
-            diameter = max(10.0, 0.85 * diameter)
+            if diameter <= floor:
+                raise RuntimeError(f"cannot place a {floor:.0f} mm lesion in the liver")
+            diameter = max(floor, 0.85 * diameter)
     radius = 0.5 * diameter
     factors = rng.uniform(0.92, 1.08, 3)
     axes = tuple(radius * float(f) for f in factors / factors.mean())

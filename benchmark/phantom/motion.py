@@ -73,20 +73,27 @@ def displacement(
 ) -> np.ndarray:
     """Displacement ``[Z, Y, X, 3]`` (mm, ``dz, dy, dx``) on the grid ``z x y x x`` (mm)."""
     slide, inplane = weights
+    z, y, x = (np.asarray(a, np.float32) for a in (z, y, x))
     retro = 1.0 - (1.0 - RETRO_SCALE) / (1.0 + np.exp(-(y - retro_y) / 10.0))
     taper = np.clip(1.0 + 0.3 * z / 100.0, 0.6, 1.3)
-    base = (taper[:, None, None] * retro[None, :, None]).astype(np.float32)
     field = np.empty((len(z), len(y), len(x), 3), np.float32)
     for comp, weight in ((0, slide), (1, inplane), (2, inplane)):
-        smooth = np.zeros((len(z), len(y), len(x)), np.float32)
+        # the field is a sum of separable terms f(z) g(y) h(x): build it slice by slice
+        terms = [(breath.shift[comp] * taper, retro, np.ones_like(x))]
         for c, amp, kz, pz, ky, py, kx, px in breath.waves:
             if int(c) == comp:
-                fz = np.cos(kz * z + pz)[:, None, None]
-                fy = np.cos(ky * y + py)[None, :, None]
-                fx = np.cos(kx * x + px)[None, None, :]
-                smooth += (amp * fz * fy * fx).astype(np.float32)
-        field[..., comp] = weight[None] * (breath.shift[comp] * base + smooth)
-    return np.round(field / QUANTUM_MM) * np.float32(QUANTUM_MM)
+                terms.append((amp * np.cos(kz * z + pz), np.cos(ky * y + py), np.cos(kx * x + px)))
+        planes = [np.outer(fy, fx).astype(np.float32) for _, fy, fx in terms]
+        for k in range(len(z)):
+            out = field[k, :, :, comp]
+            out[...] = float(terms[0][0][k]) * planes[0]
+            for (fz, _, _), plane in zip(terms[1:], planes[1:], strict=True):
+                out += float(fz[k]) * plane
+            out *= weight
+    field *= np.float32(1.0 / QUANTUM_MM)
+    np.rint(field, out=field)
+    field *= np.float32(QUANTUM_MM)
+    return field
 
 
 def jacobian_determinant(disp: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:

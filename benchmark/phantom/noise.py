@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft
 from scipy.ndimage import gaussian_filter
 
 PSF_SIGMA_PX = 0.6
@@ -36,5 +37,6 @@ def noise_filter(shape: tuple[int, int]) -> np.ndarray:
 def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: float) -> np.ndarray:
     """Correlated noise ``[Z, Y, X]`` with standard deviation ``sd`` HU (independent slices)."""
     white = rng.standard_normal(shape, dtype=np.float32)
-    spectrum = np.fft.rfft2(white, axes=(1, 2)) * noise_filter(shape[1:])[None]
-    return (sd * np.fft.irfft2(spectrum, s=shape[1:], axes=(1, 2))).astype(np.float32)
+    spectrum = fft.rfft2(white, axes=(1, 2))
+    spectrum *= noise_filter(shape[1:])[None] * np.float32(sd)
+    return fft.irfft2(spectrum, s=shape[1:], axes=(1, 2))
