@@ -333,6 +333,16 @@ def test_bad_patient_is_skipped_and_reported(tmp_path):
     assert "patient bad" in skipped and "gap in slice positions" in skipped
 
 
+def test_truncated_header_is_listed(tmp_path):
+    files = write_series(tmp_path / "p1" / "s")
+    files[2].write_bytes(files[2].read_bytes()[:300])
+    found = scan(tmp_path)
+    assert [item for item, _ in found.ignored] == [str(files[2])]
+    assert "truncated" in found.ignored[0][1]
+    with pytest.raises(ValueError, match=rf"{files[3].name}: gap"):
+        read_series(found.series[0].files)
+
+
 def test_all_bad_leaves_nothing(tmp_path, capsys):
     src = tmp_path / "src"
     write_series(src / "p1" / "mr", modality="MR")

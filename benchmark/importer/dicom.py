@@ -89,6 +89,9 @@ def scan(root: Path) -> Scan:
         except (InvalidDicomError, EOFError, OSError, ValueError) as err:
             found.ignored.append((str(path), f"unreadable DICOM header ({err})"))
             continue
+        if "SOPClassUID" not in ds or "Modality" not in ds:
+            found.ignored.append((str(path), "incomplete DICOM header (no SOPClassUID/Modality; truncated file?)"))
+            continue
         if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
             found.segmentations.append(path)
             continue
