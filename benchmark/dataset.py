@@ -146,7 +146,13 @@ class LesionSliceDataset(Dataset):
 
 
 def collate(items: list[dict]) -> tuple[torch.Tensor, list[dict]]:
-    """Stack images to ``[B, 12, H, W]``; targets stay a list of per-image dicts."""
+    """Stack images to ``[B, 12, H, W]``; targets stay a list of per-image dicts.
+
+    Target keys follow :class:`models.Detector`: ``boxes``, ``labels``, ``masks`` (the item's
+    ``mask``), plus ``patient`` and ``slice`` for bookkeeping.
+    """
     images = torch.stack([it["image"] for it in items])
-    targets = [{k: v for k, v in it.items() if k != "image"} for it in items]
+    targets = [
+        {"masks" if k == "mask" else k: v for k, v in it.items() if k != "image"} for it in items
+    ]
     return images, targets

@@ -96,5 +96,5 @@ def test_collate_stacks_images_and_keeps_targets(cohort):
     ds = LesionSliceDataset(cohort, "train", input_size=32)
     images, targets = collate([ds[0], ds[1]])
     assert images.shape == (2, 12, 32, 32)
-    assert set(targets[0]) == {"boxes", "labels", "mask", "patient", "slice"}
+    assert set(targets[0]) == {"boxes", "labels", "masks", "patient", "slice"}
     assert ds.boxes().shape == (len(ds), 4)

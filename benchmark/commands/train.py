@@ -1,0 +1,152 @@
+"""``python -m benchmark train`` (one model) and ``python -m benchmark run`` (the matrix)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmark.atomic import read_json
+from benchmark.commands import add_model_module_arg, load_model_modules
+from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
+
+ORDER = 30
+
+RUN_EPILOG = """\
+examples:
+  python -m benchmark run --variant nonrigid                  # the README's main job (quick)
+  python -m benchmark run --variant affine --models gssd,gssd_pp --seeds 1 2 3
+  python -m benchmark run --variant nonrigid --profile paper --set train.workers=16
+  python -m benchmark run --variant rigid --profile my_profile.json --runs /scratch/runs
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        metavar="P",
+        help=f"settings: {', '.join(profile_names())} or a JSON file shaped like them "
+        f"(default {DEFAULT_PROFILE}; copy benchmark/profiles/*.json to start your own)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any profile field, e.g. --set train.iterations=200 "
+        "--set detector.width=0.5 (repeatable; values are JSON)",
+    )
+    parser.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for train.device)")
+    add_model_module_arg(parser)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    sets = list(args.assignments)
+    if args.iterations is not None:
+        sets.append(f"train.iterations={args.iterations}")
+    if args.device:
+        sets.append(f'train.device="{args.device}"')
+    return resolve(args.profile, sets)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train and evaluate one model on one cohort variant",
+        description="Train one model on a cohort (or one of its registered variants), pick the "
+        "best checkpoint on the validation split, evaluate val and test, and write the run "
+        "folder OUT/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
+        "is skipped; a killed one resumes from its last checkpoint.",
+    )
+    train.add_argument("--cohort", required=True, metavar="DIR", help="cohort folder")
+    train.add_argument(
+        "--variant",
+        default="unregistered",
+        metavar="V",
+        help="unregistered (default), rigid, affine or nonrigid (must exist; see `run`)",
+    )
+    train.add_argument("--model", required=True, metavar="NAME", help="a registered model name")
+    train.add_argument("--seed", type=int, metavar="S", help="seed (default: the profile's first)")
+    train.add_argument("--out", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    _common(train)
+    train.set_defaults(func=cmd_train)
+
+    run = subparsers.add_parser(
+        "run",
+        help="the benchmark matrix: train every model on a variant and unregistered, summarise",
+        description="Train and evaluate every model on a registered variant and on the "
+        "unregistered cohort it is compared against, then print AP per metric and the paper's "
+        "sensitivity (eq. 6). Without --cohort, the profile's synthetic phantom cohort is used "
+        "(created under work/cohorts/ when missing); a missing registered variant is created. "
+        "Finished runs are skipped, killed ones resume.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--variant", required=True, metavar="V", help="rigid, affine, nonrigid or unregistered"
+    )
+    run.add_argument("--cohort", metavar="DIR", help="cohort folder (default: synthetic phantom)")
+    run.add_argument(
+        "--models",
+        default="all",
+        metavar="all|a,b",
+        help="all (Table I models, default), ablations (Table III) or a comma list",
+    )
+    run.add_argument("--seeds", type=int, nargs="+", metavar="S", help="default: profile seeds")
+    run.add_argument("--runs", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    run.add_argument("--work", default="work", metavar="DIR", help="where default cohorts go")
+    run.add_argument(
+        "--split", default="test", choices=("val", "test"), help="split of the summary"
+    )
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from benchmark import runner
+
+    load_model_modules(args)
+    base = _config(args)
+    runner.set_threads(base)
+    runner.check_variant(args.variant)
+    seed = args.seed if args.seed is not None else base["seeds"][0]
+    config = runner.unit_config(
+        base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
+    )
+    run_dir = runner.run_unit(config)
+    metrics = read_json(run_dir / runner.METRICS)
+    for split in runner.SPLITS:
+        values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
+        print(f"{split:5s} AP (%): {values}")
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import runner
+
+    load_model_modules(args)
+    base = _config(args)
+    runner.set_threads(base)
+    runner.check_variant(args.variant)
+    names = runner.parse_models(args.models)
+    seeds = args.seeds or base["seeds"]
+    ap, dirs = runner.run_matrix(
+        base, args.variant, names, seeds, cohort=args.cohort, runs=args.runs, work=args.work
+    )
+    tables = runner.summary_tables(ap, args.variant, args.split)
+    titles = {
+        args.variant: f"AP (%) on the {args.split} split, {args.variant}",
+        "unregistered": f"AP (%) on the {args.split} split, unregistered",
+        "sensitivity": f"sensitivity (eq. 6, %) of {args.variant} vs unregistered "
+        "(lower = more robust)",
+    }
+    for key, table in tables.items():
+        print(f"\n{titles[key]}, mean over {len(seeds)} seed(s):")
+        print(table.to_string(float_format=lambda v: f"{v:6.1f}", na_rep="   n/a"))
+    roots = sorted({str(Path(d).parents[2]) for d in dirs})
+    print(f"\nrun folders under: {', '.join(roots)} (layout: docs/run-folder.md)")
+    print("tables and figures: python -m benchmark analyze --runs " + str(args.runs))
+    return 0

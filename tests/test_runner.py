@@ -1,0 +1,169 @@
+"""Runner units, the matrix, profiles and the train / run commands."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``)
+import torch
+from tiny_cohort import make_cohort
+
+from benchmark import cli, runner
+from benchmark.config import apply_overrides, load_profile, resolve
+from benchmark.evaluation import METRIC_KEYS
+
+SETS = ["train.iterations=4", "train.val_every=2", "train.checkpoint_every=2", "eval.bootstrap=10"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runner") / "tiny"
+    make_cohort(root, patients=8)
+    # a hand-made "registered variant": the same patients (the runner only needs the format)
+    make_cohort(root / "variants" / "nonrigid", patients=8)
+    return root
+
+
+def test_profiles_load_and_override():
+    paper = load_profile("paper")
+    assert paper["train"]["iterations"] == 60000 and paper["train"]["batch_size"] == 32
+    assert paper["train"]["milestones"] == [30000, 50000] and paper["detector"]["input_size"] == 300
+    cfg = apply_overrides(paper, ["train.iterations=200", "detector.overrides.groups=2"])
+    assert cfg["train"]["iterations"] == 200 and cfg["detector"]["overrides"] == {"groups": 2}
+    assert paper["train"]["iterations"] == 60000  # the original is untouched
+    with pytest.raises(ValueError, match="unknown key 'iteration'.*iterations"):
+        apply_overrides(paper, ["train.iteration=5"])
+    with pytest.raises(ValueError, match="unknown profile 'fast'.*paper"):
+        load_profile("fast")
+
+
+def test_profile_file_round_trip(tmp_path):
+    mine = load_profile("smoke")
+    mine["train"]["iterations"] = 7
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    assert resolve(tmp_path / "mine.json")["train"]["iterations"] == 7
+
+
+def test_unit_writes_the_run_folder_and_skips_when_finished(cohort, tmp_path):
+    base = resolve("smoke", SETS)
+    config = runner.unit_config(base, cohort, "unregistered", "tiny_test", 5, tmp_path)
+    run_dir = runner.run_unit(config)
+    assert run_dir == tmp_path / "tiny" / "unregistered" / "tiny_test" / "seed5"
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "config.json",
+        "metrics.json",
+        "train_log.csv",
+        "predictions_val.csv",
+        "predictions_test.csv",
+        "checkpoints",
+    } <= names
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert all(0.0 <= metrics[split][k] <= 1.0 for k in METRIC_KEYS)
+        assert set(metrics[split]["ci"]) == set(METRIC_KEYS)
+    assert metrics["best_iteration"] in (2, 4) and metrics["images_per_second"] > 0
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"] == "tiny_test" and saved["variant"] == "unregistered"
+    assert saved["seed"] == 5 and saved["profile"] == "smoke"
+    preds = pd.read_csv(run_dir / "predictions_test.csv")
+    assert list(preds.columns) == ["patient", "slice", "kind", "x0", "y0", "x1", "y1", "score"]
+    assert (preds["kind"] == "gt").any()
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+    runner.run_unit(config)  # finished: skipped
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
+    other = runner.unit_config(
+        resolve("smoke", [*SETS, "train.lr=0.1"]), cohort, "unregistered", "tiny_test", 5, tmp_path
+    )
+    with pytest.raises(ValueError, match="other settings.*train"):
+        runner.run_unit(other)
+
+
+def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
+    base = resolve("smoke", SETS)
+    lines: list[str] = []
+    ap, dirs = runner.run_matrix(
+        base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
+    )
+    assert sorted(d.parts[-3] for d in dirs) == ["nonrigid", "unregistered"]
+    assert set(ap["variant"]) == {"nonrigid", "unregistered"}
+    tables = runner.summary_tables(ap, "nonrigid")
+    assert set(tables) == {"nonrigid", "unregistered", "sensitivity"}
+    assert list(tables["sensitivity"].columns) == list(METRIC_KEYS)
+    lines.clear()
+    runner.run_matrix(
+        base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
+    )
+    assert sum("skipped" in line for line in lines) == 2
+
+
+def test_summary_sensitivity_is_eq6():
+    rows = [
+        ("m", v, 1, "test", k, ap)
+        for v, ap in (("unregistered", 0.6), ("nonrigid", 0.8))
+        for k in METRIC_KEYS
+    ]
+    ap = pd.DataFrame(rows, columns=["model", "variant", "seed", "split", "metric", "ap"])
+    sens = runner.summary_tables(ap, "nonrigid")["sensitivity"]
+    assert sens.loc["m", "IoU50"] == pytest.approx(25.0)  # 1 - 0.6 / 0.8
+
+
+def test_train_command_end_to_end(cohort, tmp_path, capsys):
+    code = cli.main(
+        [
+            "train",
+            "--cohort",
+            str(cohort),
+            "--model",
+            "tiny_test",
+            "--profile",
+            "smoke",
+            "--out",
+            str(tmp_path),
+            "--model-module",
+            "tiny_detector",
+            "--seed",
+            "2",
+            *[a for s in SETS for a in ("--set", s)],
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "test  AP (%)" in out
+    assert (tmp_path / "tiny" / "unregistered" / "tiny_test" / "seed2" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--variant", "bspline"], "unknown variant 'bspline'; use one of unregistered"),
+        (["run", "--variant", "rigid", "--models", "gssd,nope"], "unknown model.*nope.*gssd"),
+        (["train", "--cohort", "{tmp}", "--model", "gssd"], "not a cohort folder"),
+        (["train", "--cohort", "{cohort}", "--model", "nope"], "unknown model 'nope'"),
+        (["run", "--variant", "rigid", "--profile", "nope"], "unknown profile 'nope'"),
+        (["run", "--variant", "rigid", "--set", "train.lr"], "expected KEY=VALUE"),
+    ],
+)
+def test_cli_errors_are_clear(argv, message, cohort, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, cohort=cohort) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert pd.Series([err]).str.contains(message, regex=True).all(), err
+
+
+def test_help_of_both_commands(capsys):
+    for command in ("train", "run"):
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+        assert "--profile" in capsys.readouterr().out
