@@ -22,7 +22,15 @@ def _patient(pid: str, seed: int) -> Patient:
     lesion[1:4, 5:12, 8:20] = 1
     liver = np.zeros(SHAPE, np.uint8)
     liver[:, 3:20, 2:15] = 1
-    return Patient(pid, phases, lesion, "arterial", SPACING, ORIGIN, liver={"portal": liver, "delayed": liver[:, ::-1].copy()})
+    return Patient(
+        pid,
+        phases,
+        lesion,
+        "arterial",
+        SPACING,
+        ORIGIN,
+        liver={"portal": liver, "delayed": liver[:, ::-1].copy()},
+    )
 
 
 @pytest.fixture
@@ -43,7 +51,9 @@ def test_export_writes_ct_series(cohort, tmp_path):
         ds = pydicom.dcmread(files[2])
         assert ds.SOPClassUID == CTImageStorage and ds.Modality == "CT"
         assert phase in ds.SeriesDescription
-        assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx([30.0, -20.0, -12.0 + 2 * 2.5])
+        assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx(
+            [30.0, -20.0, -12.0 + 2 * 2.5]
+        )
         assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
         assert [float(v) for v in ds.PixelSpacing] == pytest.approx([0.7, 0.8])
         assert float(ds.SliceThickness) == pytest.approx(2.5)
@@ -61,7 +71,11 @@ def test_export_writes_ct_series(cohort, tmp_path):
 def test_round_trip(cohort, tmp_path, use_map):
     out = tmp_path / "dicom"
     main(["data", "export", str(cohort.root), "--out", str(out)])
-    options = ImportOptions(phase_map=out / "phase_map.csv") if use_map else ImportOptions(lesion_masks=[out], liver_masks=[out])
+    options = (
+        ImportOptions(phase_map=out / "phase_map.csv")
+        if use_map
+        else ImportOptions(lesion_masks=[out], liver_masks=[out])
+    )
     import_cohort(out, tmp_path / "back", options)
     back = Cohort(tmp_path / "back")
     assert back.patient_ids == cohort.patient_ids

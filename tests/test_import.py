@@ -102,13 +102,33 @@ def grid_points(spacing, origin, shape):
 def four_phases(root, patient="p1", **portal):
     """Four series of one patient with different geometry; returns the patient folder."""
     folder = root / patient
-    write_series(folder / "pre", description="native", time="100000", patient=patient,
-                 spacing=(3.0, 1.2, 1.1), origin=(-18.0, -20.0, -9.0), reverse=True)
-    write_series(folder / "art", description="arterial", time="110000", patient=patient,
-                 slope=2.0, intercept=-2048.0)
-    write_series(folder / "pv", description="portal venous", time="120000", patient=patient, **portal)
-    write_series(folder / "del", description="delayed", time="130000", patient=patient,
-                 origin=(-16.0, -16.0, -10.0))
+    write_series(
+        folder / "pre",
+        description="native",
+        time="100000",
+        patient=patient,
+        spacing=(3.0, 1.2, 1.1),
+        origin=(-18.0, -20.0, -9.0),
+        reverse=True,
+    )
+    write_series(
+        folder / "art",
+        description="arterial",
+        time="110000",
+        patient=patient,
+        slope=2.0,
+        intercept=-2048.0,
+    )
+    write_series(
+        folder / "pv", description="portal venous", time="120000", patient=patient, **portal
+    )
+    write_series(
+        folder / "del",
+        description="delayed",
+        time="130000",
+        patient=patient,
+        origin=(-16.0, -16.0, -10.0),
+    )
     return folder
 
 
@@ -134,15 +154,23 @@ def test_rescale_and_shuffled_reversed_order(tmp_path):
 
 def test_axis_aligned_flip_is_exact(tmp_path):
     """A series stored right-to-left and bottom-to-top is flipped, not interpolated."""
-    files = write_series(tmp_path / "s", row_dir=(-1, 0, 0), col_dir=(0, -1, 0), origin=(15.0, 15.0, -6.0))
+    files = write_series(
+        tmp_path / "s", row_dir=(-1, 0, 0), col_dir=(0, -1, 0), origin=(15.0, 15.0, -6.0)
+    )
     array, spacing, origin = to_lps_grid(read_series(files))
     assert origin == pytest.approx((-6.0, -16.0, -16.0))
-    np.testing.assert_allclose(array, np.rint(ramp(grid_points(spacing, origin, array.shape))), atol=0.5)
+    np.testing.assert_allclose(
+        array, np.rint(ramp(grid_points(spacing, origin, array.shape))), atol=0.5
+    )
 
 
 def test_oblique_is_read_but_rejected_as_grid(tmp_path):
     angle = np.deg2rad(20)
-    files = write_series(tmp_path / "s", row_dir=(np.cos(angle), np.sin(angle), 0), col_dir=(-np.sin(angle), np.cos(angle), 0))
+    files = write_series(
+        tmp_path / "s",
+        row_dir=(np.cos(angle), np.sin(angle), 0),
+        col_dir=(-np.sin(angle), np.cos(angle), 0),
+    )
     volume = read_series(files)
     with pytest.raises(ValueError, match=r"0_0\.dcm: oblique"):
         to_lps_grid(volume)
@@ -170,7 +198,9 @@ def test_gantry_tilt_is_rejected(tmp_path):
 
 def test_mixed_series_in_one_folder(tmp_path):
     write_series(tmp_path / "s", description="arterial")
-    write_series(tmp_path / "s", description="delayed", shape=(4, 16, 16), origin=(0.0, 0.0, 0.0), prefix="d")
+    write_series(
+        tmp_path / "s", description="delayed", shape=(4, 16, 16), origin=(0.0, 0.0, 0.0), prefix="d"
+    )
     found = scan(tmp_path)
     assert sorted(len(s.files) for s in found.series) == [4, 6]
     for series in found.series:
@@ -204,7 +234,9 @@ def test_bad_files_name_the_file(tmp_path, case):
         "truncated": "truncated",
         "no_decoder": "no decoder is installed .*pylibjpeg",
     }[case]
-    with pytest.raises(ValueError, match=rf"{bad.name if case != 'modality' else ''}.*{message}") as err:
+    with pytest.raises(
+        ValueError, match=rf"{bad.name if case != 'modality' else ''}.*{message}"
+    ) as err:
         read_series(files)
     assert str(tmp_path) in str(err.value)
 
@@ -218,15 +250,23 @@ def test_nifti_ras_and_nrrd_match_lps(tmp_path):
     # same anatomy stored as RAS NIfTI: flip x and y, affine in RAS
     ras = np.flip(np.swapaxes(hu, 0, 2), axis=(0, 1))
     affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-    affine[:3, 3] = [-(origin[2] + (SHAPE[2] - 1) * spacing[2]), -(origin[1] + (SHAPE[1] - 1) * spacing[1]), origin[0]]
+    affine[:3, 3] = [
+        -(origin[2] + (SHAPE[2] - 1) * spacing[2]),
+        -(origin[1] + (SHAPE[1] - 1) * spacing[1]),
+        origin[0],
+    ]
     img = nib.Nifti1Image(ras, affine)
     img.header.set_sform(affine, code=1)
     nib.save(img, str(tmp_path / "ras.nii.gz"))
-    nrrd.write(str(tmp_path / "v.nrrd"), np.swapaxes(hu, 0, 2), {
-        "space": "left-posterior-superior",
-        "space directions": np.diag([spacing[2], spacing[1], spacing[0]]),
-        "space origin": np.array([origin[2], origin[1], origin[0]]),
-    })
+    nrrd.write(
+        str(tmp_path / "v.nrrd"),
+        np.swapaxes(hu, 0, 2),
+        {
+            "space": "left-posterior-superior",
+            "space directions": np.diag([spacing[2], spacing[1], spacing[0]]),
+            "space origin": np.array([origin[2], origin[1], origin[0]]),
+        },
+    )
     for name in ("ras.nii.gz", "v.nrrd"):
         array, sp, org = to_lps_grid(read_volume(tmp_path / name))
         assert sp == pytest.approx(spacing) and org == pytest.approx(origin)
@@ -250,7 +290,9 @@ def test_resample_mask_is_nearest_and_exact_on_same_grid():
     affine = grid_affine((2.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     volume = Volume(mask, affine + 1e-7, "m")
     np.testing.assert_array_equal(resample(volume, mask.shape, affine, order=0, cval=0), mask)
-    half = resample(volume, (8, 8, 8), grid_affine((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), order=0, cval=0)
+    half = resample(
+        volume, (8, 8, 8), grid_affine((1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), order=0, cval=0
+    )
     assert set(np.unique(half)) == {0, 1}
     assert half[:, 0, 0].sum() == 0 and half[7].sum() == mask[3].sum()  # edge: within half a slice
 
@@ -268,10 +310,19 @@ def test_keywords():
 
 
 def test_assign_by_keywords_and_time():
-    got = assign_phases([("a", "ART", "1100"), ("b", "Body", "1000"), ("c", "Body", "1200"), ("d", "delayed", "1300")])
+    got = assign_phases(
+        [
+            ("a", "ART", "1100"),
+            ("b", "Body", "1000"),
+            ("c", "Body", "1200"),
+            ("d", "delayed", "1300"),
+        ]
+    )
     assert got == {"precontrast": "b", "arterial": "a", "portal": "c", "delayed": "d"}
     with pytest.raises(ValueError, match="two series look arterial"):
-        assign_phases([("a", "art", "1"), ("b", "arterial", "2"), ("c", "pv", "3"), ("d", "delayed", "4")])
+        assign_phases(
+            [("a", "art", "1"), ("b", "arterial", "2"), ("c", "pv", "3"), ("d", "delayed", "4")]
+        )
     with pytest.raises(ValueError, match="cannot fill"):
         assign_phases([("a", "Body", "1"), ("b", "Body", "2"), ("c", "pv", "3")])
 
@@ -357,12 +408,21 @@ def test_phases_in_one_series_split_by_acquisition(tmp_path):
     """All four phases stored as one series, told apart by AcquisitionNumber and time."""
     src = tmp_path / "src"
     for n, intercept in enumerate((-1024.0, -1000.0, -990.0, -980.0), start=1):
-        write_series(src / "p1", uid="1.2.3.9", description="Abdomen 5mm", time=f"1{n}0000",
-                     intercept=intercept, acquisition=n, prefix=f"a{n}_")
+        write_series(
+            src / "p1",
+            uid="1.2.3.9",
+            description="Abdomen 5mm",
+            time=f"1{n}0000",
+            intercept=intercept,
+            acquisition=n,
+            prefix=f"a{n}_",
+        )
     lesion_file(src / "p1" / "lesion.nii.gz")
     report = import_cohort(src, tmp_path / "out", ImportOptions(lesion_masks=[src]))
     phases = report["patients"]["p1"]["phases"]
-    assert [phases[p]["description"] for p in PHASES] == [f"Abdomen 5mm (acquisition {n})" for n in range(1, 5)]
+    assert [phases[p]["description"] for p in PHASES] == [
+        f"Abdomen 5mm (acquisition {n})" for n in range(1, 5)
+    ]
     patient = Cohort(tmp_path / "out").load("p1")
     expected = np.rint(ramp(grid_points(patient.spacing, patient.origin, patient.shape)))
     for phase in PHASES:
@@ -384,8 +444,14 @@ def test_phase_map_and_missing_phase(tmp_path):
     folder = four_phases(src)
     lesion_file(folder / "lesion.nii.gz")
     mapping = tmp_path / "map.csv"
-    rows = ["patient,source,phase", "case7,p1/pv,precontrast", "case7,p1/pv,portal",
-            "case7,p1/art,arterial", "case7,p1/del,delayed", "case7,p1/lesion.nii.gz,lesion:arterial"]
+    rows = [
+        "patient,source,phase",
+        "case7,p1/pv,precontrast",
+        "case7,p1/pv,portal",
+        "case7,p1/art,arterial",
+        "case7,p1/del,delayed",
+        "case7,p1/lesion.nii.gz,lesion:arterial",
+    ]
     mapping.write_text("\n".join(rows) + "\n")
     import_cohort(src, tmp_path / "out", ImportOptions(phase_map=mapping))
     patient = Cohort(tmp_path / "out").load("case7")
@@ -393,7 +459,9 @@ def test_phase_map_and_missing_phase(tmp_path):
     assert patient.lesion_phase == "arterial"
     mapping.write_text("\n".join(rows[:3]) + "\n")
     with pytest.raises(ValueError, match=r"phase map gives no \['arterial', 'delayed'\]"):
-        import_cohort(src, tmp_path / "out2", ImportOptions(phase_map=mapping, lesion_masks=[folder]))
+        import_cohort(
+            src, tmp_path / "out2", ImportOptions(phase_map=mapping, lesion_masks=[folder])
+        )
 
 
 def test_cli_help_lists_options(capsys):

@@ -32,10 +32,15 @@ def test_shuffled_dicom_series_is_sorted_by_position(real_ct):
     volume = read_series(shuffled)
     assert volume.array.shape == (20, 512, 512)
     assert volume.spacing == pytest.approx((2.0, 0.9765625, 0.9765625))
-    by_z = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    by_z = sorted(
+        files,
+        key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
     for k in (0, 7, 19):
         ds = pydicom.dcmread(by_z[k])
-        np.testing.assert_array_equal(volume.array[k], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+        np.testing.assert_array_equal(
+            volume.array[k], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        )
 
 
 def test_dicom_as_four_phases_with_las_liver_map(real_ct, tmp_path, capsys):
@@ -43,11 +48,25 @@ def test_dicom_as_four_phases_with_las_liver_map(real_ct, tmp_path, capsys):
     folder = real_ct / "totalsegmentator-example"
     mapping = tmp_path / "map.csv"
     rows = [f"ts,{folder / 'example_ct_dicom'},{phase}" for phase in PHASES]
-    rows += [f"ts,{folder / 'example_seg_dicom.nii.gz'},liver:portal", f"ts,{folder / 'example_seg_dicom.nii.gz'},lesion"]
+    rows += [
+        f"ts,{folder / 'example_seg_dicom.nii.gz'},liver:portal",
+        f"ts,{folder / 'example_seg_dicom.nii.gz'},lesion",
+    ]
     mapping.write_text("patient,source,phase\n" + "\n".join(rows) + "\n")
     out = tmp_path / "cohort"
-    args = ["data", "import", str(folder / "example_ct_dicom"), "--out", str(out), "--phase-map", str(mapping),
-            "--liver-label", "5", "--lesion-label", "5"]
+    args = [
+        "data",
+        "import",
+        str(folder / "example_ct_dicom"),
+        "--out",
+        str(out),
+        "--phase-map",
+        str(mapping),
+        "--liver-label",
+        "5",
+        "--lesion-label",
+        "5",
+    ]
     assert main(args) == 0
     assert "ts: shape (20, 512, 512)" in capsys.readouterr().out
     patient = Cohort(out).load("ts")
@@ -78,7 +97,9 @@ def test_misleading_origin_is_caught(real_ct):
     liver = place_mask(read_mask(folder / "example_ct_sm_seg.nii.gz", 5), hu.shape, affine, [])
     assert abs(hu[liver > 0].mean() - 44) < 8
     # the full-volume liver mask, placed by physical position, falls outside: a clear error
-    with pytest.raises(ValueError, match=r"example_ct_liver\.nii\.gz: all 41602 labelled voxels lie outside"):
+    with pytest.raises(
+        ValueError, match=r"example_ct_liver\.nii\.gz: all 41602 labelled voxels lie outside"
+    ):
         place_mask(read_mask(folder / "example_ct_liver.nii.gz"), hu.shape, affine, [])
 
 
@@ -94,8 +115,21 @@ def test_dicom_seg_equals_nrrd(real_ct, tmp_path):
     mapping.write_text("patient,source,phase\n" + "".join(f"99000,ct-3slice,{p}\n" for p in PHASES))
     out = tmp_path / "out"
     seg = str(folder / "liver.dcm")
-    args = ["data", "import", str(folder), "--out", str(out), "--phase-map", str(mapping),
-            "--lesion-masks", seg, "--liver-masks", seg, "--liver-label", "1"]
+    args = [
+        "data",
+        "import",
+        str(folder),
+        "--out",
+        str(out),
+        "--phase-map",
+        str(mapping),
+        "--lesion-masks",
+        seg,
+        "--liver-masks",
+        seg,
+        "--liver-label",
+        "1",
+    ]
     assert main(args) == 0
     patient = Cohort(out).load("99000")
     np.testing.assert_array_equal(patient.phases["portal"], hu)
@@ -120,10 +154,26 @@ def test_ct_small(tmp_path):
     lesion[0, 40:60, 50:70] = 1
     save_volume(tmp_path / "small_lesion.nii.gz", lesion, spacing, origin)
     mapping = tmp_path / "map.csv"
-    mapping.write_text("patient,source,phase\n" + "".join(f"small,small/CT_small.dcm,{p}\n" for p in PHASES))
+    mapping.write_text(
+        "patient,source,phase\n" + "".join(f"small,small/CT_small.dcm,{p}\n" for p in PHASES)
+    )
     out = tmp_path / "out"
-    assert main(["data", "import", str(tmp_path / "src"), "--out", str(out), "--phase-map", str(mapping),
-                 "--lesion-masks", str(tmp_path / "small_lesion.nii.gz")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "import",
+                str(tmp_path / "src"),
+                "--out",
+                str(out),
+                "--phase-map",
+                str(mapping),
+                "--lesion-masks",
+                str(tmp_path / "small_lesion.nii.gz"),
+            ]
+        )
+        == 0
+    )
     patient = Cohort(out).load("small")
     np.testing.assert_array_equal(patient.phases["arterial"], array)
     np.testing.assert_array_equal(patient.lesion, lesion)

@@ -43,20 +43,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     imp.add_argument("src", type=Path, metavar="SRC", help="folder (any nesting) or file to import")
-    imp.add_argument("--out", type=Path, required=True, metavar="DIR", help="cohort folder to write")
-    imp.add_argument("--phase-map", type=Path, metavar="CSV", help="patient,source,phase mapping file")
-    imp.add_argument("--lesion-masks", type=Path, nargs="+", default=[], metavar="PATH",
-                     help="lesion mask files or folders (NIfTI/NRRD label maps, DICOM SEG)")
-    imp.add_argument("--liver-masks", type=Path, nargs="+", default=[], metavar="PATH",
-                     help="liver mask files or folders, one per phase where available")
-    imp.add_argument("--lesion-label", type=int, metavar="N",
-                     help="lesion label value / SEG segment number (default: every non-zero voxel)")
-    imp.add_argument("--liver-label", type=int, metavar="N",
-                     help="liver label value / SEG segment number (e.g. 5 for TotalSegmentator)")
-    imp.add_argument("--lesion-phase", choices=PHASES, default=FIXED_PHASE,
-                     help="phase the lesion masks were drawn on when nothing else says (default: %(default)s)")
+    imp.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="cohort folder to write"
+    )
+    imp.add_argument(
+        "--phase-map", type=Path, metavar="CSV", help="patient,source,phase mapping file"
+    )
+    imp.add_argument(
+        "--lesion-masks",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="lesion mask files or folders (NIfTI/NRRD label maps, DICOM SEG)",
+    )
+    imp.add_argument(
+        "--liver-masks",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="liver mask files or folders, one per phase where available",
+    )
+    imp.add_argument(
+        "--lesion-label",
+        type=int,
+        metavar="N",
+        help="lesion label value / SEG segment number (default: every non-zero voxel)",
+    )
+    imp.add_argument(
+        "--liver-label",
+        type=int,
+        metavar="N",
+        help="liver label value / SEG segment number (e.g. 5 for TotalSegmentator)",
+    )
+    imp.add_argument(
+        "--lesion-phase",
+        choices=PHASES,
+        default=FIXED_PHASE,
+        help="phase the lesion masks were drawn on when nothing else says (default: %(default)s)",
+    )
     imp.add_argument("--name", help="cohort name (default: the SRC folder name)")
-    imp.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)")
+    imp.add_argument(
+        "--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)"
+    )
     imp.add_argument("--overwrite", action="store_true", help="replace an existing cohort in DIR")
     imp.set_defaults(func=run_import)
 
@@ -69,9 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "'data import' reads back. Useful for viewing a cohort in PACS tools."
         ),
     )
-    exp.add_argument("cohort", type=Path, metavar="COHORT", help="cohort folder (or a variant folder)")
+    exp.add_argument(
+        "cohort", type=Path, metavar="COHORT", help="cohort folder (or a variant folder)"
+    )
     exp.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write")
-    exp.add_argument("--format", choices=["dicom"], default="dicom", help="output format (default: %(default)s)")
+    exp.add_argument(
+        "--format", choices=["dicom"], default="dicom", help="output format (default: %(default)s)"
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
     exp.set_defaults(func=run_export)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.errors import InvalidDicomError
 
 from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import write_json
@@ -81,7 +82,11 @@ class Candidate:
 
     def matches(self, source: str, root: Path) -> bool:
         """Does a phase-map ``source`` name this candidate (UID, number, description, path)?"""
-        if self.series is not None and source in (self.series.uid, self.series.number, self.series.description) and source:
+        if (
+            self.series is not None
+            and source in (self.series.uid, self.series.number, self.series.description)
+            and source
+        ):
             return True
         path = Path(source) if Path(source).is_absolute() else root / source
         path = path.resolve()
@@ -109,16 +114,21 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"{src}: import source not found")
-    created = not out.exists()
+    existed = out.exists()
+    fresh = not existed or not any(out.iterdir())
     entries = read_phase_map(options.phase_map) if options.phase_map else []
     mask_paths = {p.resolve() for p in _expand(options.lesion_masks + options.liver_masks)}
-    mask_paths |= {_map_path(e, src, options.phase_map).resolve() for e in entries if e.role != "image"}
+    mask_paths |= {
+        _map_path(e, src, options.phase_map).resolve() for e in entries if e.role != "image"
+    }
     found = dicom.scan(src)
     skipped: list[dict[str, str]] = [{"item": f, "reason": r} for f, r in found.ignored]
     candidates = _candidates(src, found, mask_paths, skipped)
     images = [e for e in entries if e.role == "image"]
     claimed = {c.key for c in candidates for e in images if c.matches(e.source, src)}
-    patients = sorted({c.patient for c in candidates if c.key not in claimed} | {e.patient for e in images})
+    patients = sorted(
+        {c.patient for c in candidates if c.key not in claimed} | {e.patient for e in images}
+    )
     masks = _masks(options, entries, src, patients, candidates, skipped)
     splits = assign_splits(patients, options.seed) if patients else {}
     writer = CohortWriter(
@@ -136,7 +146,9 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
             report["patients"][pid] = {"status": "already imported"}
             continue
         try:
-            patient, summary = _build_patient(pid, src, candidates, claimed, entries, masks, options)
+            patient, summary = _build_patient(
+                pid, src, candidates, claimed, entries, masks, options
+            )
         except (ValueError, OSError, CohortError) as err:
             skipped.append({"item": f"patient {pid}", "reason": str(err)})
             continue
@@ -144,8 +156,10 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
         writer.write_patient(patient)
         report["patients"][pid] = summary
     if not writer.done():
-        if created:
+        if fresh:  # leave --out as it was before: absent or empty
             shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir()
         reasons = "; ".join(f"{s['item']}: {s['reason']}" for s in skipped) or "no images found"
         raise ValueError(f"{src}: no patient could be imported ({reasons})")
     write_json(out / REPORT, report)
@@ -191,7 +205,11 @@ def _is_seg(path: Path) -> bool:
 def _map_path(entry: MapEntry, src: Path, phase_map: Path | None) -> Path:
     """A mask file named in the phase map: absolute, relative to SRC, or to the map's folder."""
     root = src if src.is_dir() else src.parent
-    for path in (Path(entry.source), root / entry.source, (phase_map or root).parent / entry.source):
+    for path in (
+        Path(entry.source),
+        root / entry.source,
+        (phase_map or root).parent / entry.source,
+    ):
         if path.is_file():
             return path
     raise FileNotFoundError(f"{phase_map}:{entry.line}: mask file {entry.source} not found")
@@ -204,23 +222,37 @@ def _patient_from_path(path: Path, src: Path) -> str:
     return parts[0] if len(parts) > 1 else root.resolve().name
 
 
-def _candidates(src: Path, found: dicom.Scan, mask_paths: set[Path], skipped: list[dict[str, str]]) -> list[Candidate]:
+def _candidates(
+    src: Path, found: dicom.Scan, mask_paths: set[Path], skipped: list[dict[str, str]]
+) -> list[Candidate]:
     out = []
     for series in found.series:
         where = str(series.folder)
         if series.modality != "CT":
-            skipped.append({"item": str(series.files[0]), "reason": f"modality {series.modality or 'missing'}, expected CT (series {where} ignored)"})
+            skipped.append(
+                {
+                    "item": str(series.files[0]),
+                    "reason": f"modality {series.modality or 'missing'}, expected CT (series {where} ignored)",
+                }
+            )
             continue
         if series.localizer:
             skipped.append({"item": where, "reason": "localizer (scout) series ignored"})
             continue
         patient = series.patient_id or _patient_from_path(series.files[0], src)
-        out.append(Candidate(series.key, patient, series.description, series.time, series.files, series))
+        out.append(
+            Candidate(series.key, patient, series.description, series.time, series.files, series)
+        )
     for path in found.other:
         if not is_volume_file(path) or path.resolve() in mask_paths:
             continue
         if any(word in stem(path).lower() for word in _MASK_WORDS):
-            skipped.append({"item": str(path), "reason": "looks like a mask; pass it with --lesion-masks or --liver-masks"})
+            skipped.append(
+                {
+                    "item": str(path),
+                    "reason": "looks like a mask; pass it with --lesion-masks or --liver-masks",
+                }
+            )
             continue
         root = src if src.is_dir() else src.parent
         key = str(path.resolve().relative_to(root.resolve()))
@@ -243,12 +275,25 @@ def _masks(
         path = _map_path(e, src, options.phase_map)
         found = [m for m in found if not (m.path.resolve() == path.resolve() and m.role == e.role)]
         found.append(MaskSource(path, e.role, e.patient, e.phase or options.lesion_phase))
-    series_owner = {c.key: c.patient for c in candidates if c.series is not None}
+    series_owner = {
+        c.series.uid: c.patient for c in candidates if c.series is not None and c.series.uid
+    }
     for mask in found:
         if mask.patient is None:
-            mask.patient = _mask_patient(mask.path, patients, series_owner)
+            try:
+                mask.patient = _mask_patient(mask.path, patients, series_owner)
+            except (ValueError, OSError, InvalidDicomError) as err:
+                skipped.append(
+                    {"item": str(mask.path), "reason": f"{mask.role} mask: unreadable ({err})"}
+                )
+                continue
         if mask.patient is None:
-            skipped.append({"item": str(mask.path), "reason": f"{mask.role} mask: cannot tell which patient it belongs to (name it after the patient or list it in --phase-map)"})
+            skipped.append(
+                {
+                    "item": str(mask.path),
+                    "reason": f"{mask.role} mask: cannot tell which patient it belongs to (name it after the patient or list it in --phase-map)",
+                }
+            )
     return [m for m in found if m.patient is not None]
 
 
@@ -356,26 +401,44 @@ def _build_patient(
     warnings: list[str] = []
     mine = [m for m in masks if m.patient == pid]
     lesion, lesion_phase, lesion_info = _place_masks(
-        [m for m in mine if m.role == "lesion"], "lesion", options.lesion_label,
-        options.lesion_phase, chosen, shape, target, warnings,
+        [m for m in mine if m.role == "lesion"],
+        "lesion",
+        options.lesion_label,
+        options.lesion_phase,
+        chosen,
+        shape,
+        target,
+        warnings,
     )
     if lesion is None:
         raise ValueError("no lesion mask (give --lesion-masks or list one in --phase-map)")
     liver: dict[str, np.ndarray] = {}
     liver_info: dict[str, Any] = {}
     for phase in PHASES:
-        drawn = [m for m in mine if m.role == "liver" and _mask_phase(m, FIXED_PHASE, chosen) == phase]
-        arr, _, info = _place_masks(drawn, "liver", options.liver_label, phase, chosen, shape, target, warnings)
+        drawn = [
+            m for m in mine if m.role == "liver" and _mask_phase(m, FIXED_PHASE, chosen) == phase
+        ]
+        arr, _, info = _place_masks(
+            drawn, "liver", options.liver_label, phase, chosen, shape, target, warnings
+        )
         if arr is not None:
             liver[phase] = arr
-            liver_info[phase] = {**info, "voxels": int(arr.sum()), "volume_ml": round(float(arr.sum()) * voxel_ml, 3)}
+            liver_info[phase] = {
+                **info,
+                "voxels": int(arr.sum()),
+                "volume_ml": round(float(arr.sum()) * voxel_ml, 3),
+            }
     summary = {
         "shape": list(shape),
         "spacing": list(spacing),
         "origin": list(origin),
         "phases": {p: phase_info[p] for p in PHASES},
         "lesion_phase": lesion_phase,
-        "lesion": {**lesion_info, "voxels": int(lesion.sum()), "volume_ml": round(float(lesion.sum()) * voxel_ml, 3)},
+        "lesion": {
+            **lesion_info,
+            "voxels": int(lesion.sum()),
+            "volume_ml": round(float(lesion.sum()) * voxel_ml, 3),
+        },
         "liver": liver_info,
         "warnings": warnings,
     }
@@ -422,14 +485,18 @@ def _place_masks(
         return None, default_phase, {}
     phases = {_mask_phase(m, default_phase, chosen) for m in masks}
     if len(phases) > 1:
-        raise ValueError(f"{role} masks {[str(m.path) for m in masks]} are drawn on different phases {sorted(phases)}")
+        raise ValueError(
+            f"{role} masks {[str(m.path) for m in masks]} are drawn on different phases {sorted(phases)}"
+        )
     out = np.zeros(shape, np.uint8)
     for m in masks:
         out |= place_mask(read_mask(m.path, label), shape, target, warnings)
     return out, phases.pop(), {"source": [str(m.path) for m in masks], "label": label}
 
 
-def place_mask(mask: Volume, shape: tuple[int, int, int], target: np.ndarray, warnings: list[str]) -> np.ndarray:
+def place_mask(
+    mask: Volume, shape: tuple[int, int, int], target: np.ndarray, warnings: list[str]
+) -> np.ndarray:
     """Resample a binary mask onto the cohort grid (nearest neighbour, physical coordinates).
 
     Labelled voxels outside the grid are reported in ``warnings``; a mask entirely outside
@@ -445,5 +512,7 @@ def place_mask(mask: Volume, shape: tuple[int, int, int], target: np.ndarray, wa
             "(origin/orientation) does not match the image it was drawn on"
         )
     elif outside:
-        warnings.append(f"{mask.source}: {outside} of {total} labelled voxels lie outside the portal field of view")
+        warnings.append(
+            f"{mask.source}: {outside} of {total} labelled voxels lie outside the portal field of view"
+        )
     return resample(mask, shape, target, order=0, cval=0).astype(np.uint8)

@@ -90,7 +90,9 @@ def scan(root: Path) -> Scan:
             found.ignored.append((str(path), f"unreadable DICOM header ({err})"))
             continue
         if "SOPClassUID" not in ds or "Modality" not in ds:
-            found.ignored.append((str(path), "incomplete DICOM header (no SOPClassUID/Modality; truncated file?)"))
+            found.ignored.append(
+                (str(path), "incomplete DICOM header (no SOPClassUID/Modality; truncated file?)")
+            )
             continue
         if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
             found.segmentations.append(path)
@@ -99,7 +101,9 @@ def scan(root: Path) -> Scan:
         # anonymised files may lack the UID: group them by folder, number and description
         key = uid or f"{path.parent}#{ds.get('SeriesNumber', '')}#{ds.get('SeriesDescription', '')}"
         groups[key].append((path, ds))
-    for key, members, label in (part for k, m in groups.items() for part in _split_acquisitions(k, m)):
+    for key, members, label in (
+        part for k, m in groups.items() for part in _split_acquisitions(k, m)
+    ):
         first = members[0][1]
         found.series.append(
             Series(
@@ -129,7 +133,10 @@ def _split_acquisitions(
     part per acquisition, keyed ``UID#acqN``; anything else stays whole (and a genuine
     duplicate slice is reported when the series is read).
     """
-    positions = [tuple(np.round(np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), float), 2)) for _, ds in members]
+    positions = [
+        tuple(np.round(np.asarray(ds.get("ImagePositionPatient", [0, 0, 0]), float), 2))
+        for _, ds in members
+    ]
     if len(set(positions)) == len(positions):
         return [(key, members, "")]
     parts: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
@@ -198,7 +205,9 @@ def _check_ct_slice(path: Path, ds: pydicom.Dataset) -> None:
     if "PixelData" not in ds:
         raise ValueError(f"{path}: no pixel data")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise ValueError(f"{path}: multi-frame (enhanced) CT is not supported; export single-frame slices")
+        raise ValueError(
+            f"{path}: multi-frame (enhanced) CT is not supported; export single-frame slices"
+        )
     for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if key not in ds:
             raise ValueError(f"{path}: no {key}; cannot place the slice in space")
@@ -213,7 +222,9 @@ def _floats(ds: pydicom.Dataset, key: str, path: Path) -> np.ndarray:
         raise ValueError(f"{path}: missing or malformed {key}") from None
 
 
-def _slice_spacing(headers: list[tuple[Path, pydicom.Dataset]], along: np.ndarray, first: pydicom.Dataset) -> float:
+def _slice_spacing(
+    headers: list[tuple[Path, pydicom.Dataset]], along: np.ndarray, first: pydicom.Dataset
+) -> float:
     """Spacing between slice centres; raises on duplicates, gaps and uneven spacing."""
     if len(along) == 1:
         value = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
@@ -254,7 +265,9 @@ def _hu_slice(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for damaged pixel data
-        raise ValueError(f"{path}: cannot decode pixel data (truncated or damaged file: {err})") from None
+        raise ValueError(
+            f"{path}: cannot decode pixel data (truncated or damaged file: {err})"
+        ) from None
     expected = (int(ds.Rows), int(ds.Columns))
     if pixels.shape != expected:
         raise ValueError(f"{path}: pixel array shape {pixels.shape}, expected {expected}")

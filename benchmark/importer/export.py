@@ -35,13 +35,17 @@ INTERCEPT = -1024
 PHASE_MAP = "phase_map.csv"
 
 
-def export_cohort(cohort_root: str | Path, out: str | Path, *, overwrite: bool = False) -> dict[str, int]:
+def export_cohort(
+    cohort_root: str | Path, out: str | Path, *, overwrite: bool = False
+) -> dict[str, int]:
     """Write every patient of the cohort as DICOM series; return ``{patient: clipped voxels}``."""
     cohort = Cohort(cohort_root)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out}: folder exists and is not empty; choose another or pass --overwrite")
+            raise ValueError(
+                f"{out}: folder exists and is not empty; choose another or pass --overwrite"
+            )
         shutil.rmtree(out)
     rows = ["patient,source,phase"]
     clipped = {}
@@ -51,7 +55,9 @@ def export_cohort(cohort_root: str | Path, out: str | Path, *, overwrite: bool =
             tmp.mkdir()
             clipped[pid] = write_patient(patient, tmp, cohort.name)
         rows += [f"{pid},{pid}/{phase},{phase}" for phase in PHASES]
-        rows.append(f"{pid},{pid}/lesion_{patient.lesion_phase}.nii.gz,lesion:{patient.lesion_phase}")
+        rows.append(
+            f"{pid},{pid}/lesion_{patient.lesion_phase}.nii.gz,lesion:{patient.lesion_phase}"
+        )
         rows += [f"{pid},{pid}/liver_{phase}.nii.gz,liver:{phase}" for phase in patient.liver or {}]
     write_text(out / PHASE_MAP, "\n".join(rows) + "\n")
     return clipped
@@ -72,7 +78,9 @@ def write_patient(patient: Patient, folder: Path, cohort_name: str) -> int:
             ds = _slice(patient, stored[k], k, phase, number, study, series, frame, cohort_name)
             ds.save_as(folder / phase / f"{k + 1:04d}.dcm", enforce_file_format=True)
     args = (patient.spacing, patient.origin)
-    save_volume(folder / f"lesion_{patient.lesion_phase}.nii.gz", patient.lesion.astype(np.uint8), *args)
+    save_volume(
+        folder / f"lesion_{patient.lesion_phase}.nii.gz", patient.lesion.astype(np.uint8), *args
+    )
     for phase, mask in (patient.liver or {}).items():
         save_volume(folder / f"liver_{phase}.nii.gz", mask.astype(np.uint8), *args)
     return clipped

@@ -43,7 +43,11 @@ def keyword_phase(description: str) -> str | None:
     """
     text = description.lower().replace("_", " ")
     hits = [phase for phase, pattern in _KEYWORDS.items() if re.search(pattern, text)]
-    if "arterial" in hits and "delayed" in hits and not re.search(r"\b(delayed|delay|equilibrium|eq)\b", text):
+    if (
+        "arterial" in hits
+        and "delayed" in hits
+        and not re.search(r"\b(delayed|delay|equilibrium|eq)\b", text)
+    ):
         hits.remove("delayed")
     return hits[0] if len(hits) == 1 else None
 
@@ -78,7 +82,9 @@ def assign_phases(candidates: Sequence[tuple[str, str, str]]) -> dict[str, str]:
             f"without a phase keyword {names} cannot fill the missing {missing}; pass --phase-map"
         )
     if unknown and any(not t for _, _, t in unknown):
-        raise ValueError(f"series {[k for k, _, t in unknown if not t]} have no acquisition time; pass --phase-map")
+        raise ValueError(
+            f"series {[k for k, _, t in unknown if not t]} have no acquisition time; pass --phase-map"
+        )
     times = {k: t for k, _, t in candidates}
     for phase, (key, _, _) in zip(missing, sorted(unknown, key=lambda c: c[2]), strict=True):
         assigned[phase] = key

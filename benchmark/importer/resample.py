@@ -41,7 +41,9 @@ class Volume:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
-def grid_affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> np.ndarray:
+def grid_affine(
+    spacing: tuple[float, float, float], origin: tuple[float, float, float]
+) -> np.ndarray:
     """Affine of a cohort ``[z, y, x]`` grid with ``spacing``/``origin`` given as ``(z, y, x)``."""
     sz, sy, sx = spacing
     oz, oy, ox = origin
@@ -58,7 +60,9 @@ def is_axis_aligned(affine: np.ndarray) -> bool:
     return bool(np.all(np.abs(cosines).max(axis=0) >= 1.0 - AXIS_TOLERANCE))
 
 
-def to_lps_grid(volume: Volume) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+def to_lps_grid(
+    volume: Volume,
+) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
     """Transpose/flip an axis-aligned volume onto the cohort ``[z, y, x]`` LPS grid.
 
     Returns ``(array, spacing, origin)`` with spacing and origin as ``(z, y, x)`` mm. Raises
@@ -104,8 +108,13 @@ def resample(
     # in [-0.5, n - 0.5) ('grid-constant' nearest neighbour); inside, edge voxels are
     # extended rather than blended with cval.
     inside = ndimage.affine_transform(
-        np.ones(volume.array.shape, np.uint8), matrix, offset=offset, output_shape=tuple(shape),
-        order=0, mode="grid-constant", cval=0,
+        np.ones(volume.array.shape, np.uint8),
+        matrix,
+        offset=offset,
+        output_shape=tuple(shape),
+        order=0,
+        mode="grid-constant",
+        cval=0,
     ).astype(bool)
     out = ndimage.affine_transform(
         volume.array.astype(np.float32) if order else volume.array,
@@ -119,7 +128,9 @@ def resample(
     return out
 
 
-def labelled_outside(mask: Volume, shape: tuple[int, int, int], target_affine: np.ndarray) -> tuple[int, int]:
+def labelled_outside(
+    mask: Volume, shape: tuple[int, int, int], target_affine: np.ndarray
+) -> tuple[int, int]:
     """``(outside, total)``: labelled mask voxels whose centres fall outside the target grid."""
     idx = np.argwhere(mask.array > 0)
     if not len(idx):
@@ -130,7 +141,9 @@ def labelled_outside(mask: Volume, shape: tuple[int, int, int], target_affine: n
     return int((~inside).sum()), len(idx)
 
 
-def coverage(volume: Volume, shape: tuple[int, int, int], target_affine: np.ndarray, step: int = 4) -> float:
+def coverage(
+    volume: Volume, shape: tuple[int, int, int], target_affine: np.ndarray, step: int = 4
+) -> float:
     """Fraction of target voxels (sampled every ``step`` voxels) inside the volume's field of view."""
     axes = [np.arange(0, n, step) for n in shape]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)

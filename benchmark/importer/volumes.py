@@ -91,7 +91,9 @@ def _read_nifti(path: Path) -> Volume:
     data = _squeeze_3d(data, path)
     if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
         raise ValueError(f"{path}: NIfTI header has no orientation (qform and sform codes are 0)")
-    return Volume(array=data, affine=_RAS_TO_LPS @ img.affine, source=str(path), meta={"format": "nifti"})
+    return Volume(
+        array=data, affine=_RAS_TO_LPS @ img.affine, source=str(path), meta={"format": "nifti"}
+    )
 
 
 def _read_nrrd(path: Path) -> Volume:
@@ -128,7 +130,9 @@ def _read_seg(path: Path, label: int | None) -> Volume:
     if label is not None and label not in numbers:
         raise ValueError(f"{path}: no segment number {label} (segments: {numbers})")
     try:
-        volume = seg.get_volume(segment_numbers=[label] if label is not None else numbers, combine_segments=True)
+        volume = seg.get_volume(
+            segment_numbers=[label] if label is not None else numbers, combine_segments=True
+        )
     except Exception as err:
         raise ValueError(f"{path}: DICOM SEG frames do not form a regular volume ({err})") from None
     refs = [str(r.SeriesInstanceUID) for r in seg.get("ReferencedSeriesSequence", [])]
@@ -136,7 +140,11 @@ def _read_seg(path: Path, label: int | None) -> Volume:
         array=np.asarray(volume.array),
         affine=np.asarray(volume.affine, dtype=float),
         source=str(path),
-        meta={"format": "dicom-seg", "referenced_series": refs, "patient_id": str(seg.get("PatientID", ""))},
+        meta={
+            "format": "dicom-seg",
+            "referenced_series": refs,
+            "patient_id": str(seg.get("PatientID", "")),
+        },
     )
 
 
