@@ -297,6 +297,25 @@ def test_resample_mask_is_nearest_and_exact_on_same_grid():
     assert half[:, 0, 0].sum() == 0 and half[7].sum() == mask[3].sum()  # edge: within half a slice
 
 
+def test_flipped_and_shifted_grids_are_copied_exactly():
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 100, (4, 6, 8)).astype(np.float32)
+    target = grid_affine((2.0, 1.0, 0.5), (10.0, -3.0, 7.0))
+    # the same voxels stored x-fastest with y flipped (like an LAS label map)
+    stored = np.flip(np.transpose(data, (2, 1, 0)), axis=1).copy()
+    affine = target[:, [2, 1, 0, 3]].copy()
+    affine[:3, 3] += affine[:3, 1] * 5
+    affine[:3, 1] *= -1
+    np.testing.assert_array_equal(
+        resample(Volume(stored, affine, "v"), data.shape, target, order=1, cval=-1024), data
+    )
+    # shifted by two slices: the slices the source does not cover become cval
+    shifted = grid_affine((2.0, 1.0, 0.5), (14.0, -3.0, 7.0))
+    out = resample(Volume(data, target, "v"), data.shape, shifted, order=1, cval=-1024)
+    np.testing.assert_array_equal(out[:2], data[2:])
+    assert np.all(out[2:] == -1024)
+
+
 # ----------------------------------------------------------------------------- phases
 
 

@@ -95,15 +95,18 @@ def resample(
     """Sample ``volume`` at the voxel centres of the target grid (physical coordinates).
 
     ``order`` 1 (trilinear) for HU, 0 (nearest neighbour) for masks; points outside the
-    source field of view get ``cval``. Identical grids are copied without interpolation.
+    source field of view get ``cval``. When the target voxels fall exactly on source voxels
+    (same grid, or one stored flipped/transposed) the values are copied, not interpolated.
     """
-    if volume.array.shape == tuple(shape) and np.allclose(volume.affine, target_affine, atol=1e-4):
-        return volume.array.copy()
     index_map = np.linalg.solve(volume.affine, target_affine)  # target index -> source index
     snapped = np.rint(index_map)
     near = np.abs(index_map - snapped) < 1e-4  # float noise must not move nearest neighbours
     index_map[near] = snapped[near]
     matrix, offset = index_map[:3, :3], index_map[:3, 3]
+    data = volume.array.astype(np.float32) if order else volume.array
+    exact = _reindex(data, matrix, offset, shape, cval)
+    if exact is not None:
+        return exact
     # A target voxel is inside the source when it falls in a source voxel, i.e. its index lies
     # in [-0.5, n - 0.5) ('grid-constant' nearest neighbour); inside, edge voxels are
     # extended rather than blended with cval.
@@ -117,7 +120,7 @@ def resample(
         cval=0,
     ).astype(bool)
     out = ndimage.affine_transform(
-        volume.array.astype(np.float32) if order else volume.array,
+        data,
         matrix,
         offset=offset,
         output_shape=tuple(shape),
@@ -125,6 +128,32 @@ def resample(
         mode="nearest",
     )
     out[~inside] = cval
+    return out
+
+
+def _reindex(
+    array: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    shape: tuple[int, int, int],
+    cval: float,
+) -> np.ndarray | None:
+    """Exact resampling by indexing when the map is a signed axis permutation with integer
+    offsets (every target voxel centre is a source voxel centre); ``None`` otherwise."""
+    if not (np.all(np.isin(matrix, (-1.0, 0.0, 1.0))) and np.all(offset == np.rint(offset))):
+        return None
+    if not np.all(np.abs(matrix).sum(axis=0) == 1) or not np.all(np.abs(matrix).sum(axis=1) == 1):
+        return None
+    target_axis = [int(np.argmax(np.abs(matrix[s]))) for s in range(3)]
+    index, valid = [], []
+    for s, t in enumerate(target_axis):
+        i = matrix[s, t] * np.arange(shape[t]) + offset[s]
+        valid.append((i >= 0) & (i < array.shape[s]))
+        index.append(np.clip(i, 0, array.shape[s] - 1).astype(np.intp))
+    order = [target_axis.index(t) for t in range(3)]
+    out = array[np.ix_(*index)].transpose(order).copy()
+    v = [valid[s] for s in order]
+    out[~(v[0][:, None, None] & v[1][None, :, None] & v[2][None, None, :])] = cval
     return out
 
 
