@@ -75,6 +75,8 @@ def assign_phases(candidates: Sequence[tuple[str, str, str]]) -> dict[str, str]:
         else:
             assigned[phase] = key
     missing = [p for p in PHASES if p not in assigned]
+    if missing and not unknown:
+        raise ValueError(f"no series for {missing}; every patient needs all four phases")
     if len(unknown) != len(missing):
         names = [f"{k!r} ({d!r})" for k, d, _ in unknown]
         raise ValueError(
