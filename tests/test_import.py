@@ -387,6 +387,27 @@ def test_import_four_phases_on_portal_grid(tmp_path):
     assert patient.meta["import"]["phases"]["portal"]["geometry"].startswith("reoriented")
 
 
+def test_import_nifti_phases_by_file_name(tmp_path):
+    spacing, origin = (2.0, 1.0, 1.0), (-6.0, -16.0, -16.0)
+    hu = np.rint(ramp(grid_points(spacing, origin, SHAPE)))
+    folder = tmp_path / "src" / "case1"
+    folder.mkdir(parents=True)
+    for name in ("native", "arterial", "pv", "equilibrium"):
+        save_volume(folder / f"{name}.nii.gz", hu.astype(np.int16), spacing, origin)
+    save_volume(folder / "notes_liver_delayed.nii.gz", (hu > 40).astype(np.uint8), spacing, origin)
+    lesion = lesion_file(tmp_path / "case1.nii.gz")
+    options = ImportOptions(
+        lesion_masks=[tmp_path / "case1.nii.gz"],
+        liver_masks=[folder / "notes_liver_delayed.nii.gz"],
+    )
+    import_cohort(tmp_path / "src", tmp_path / "out", options)
+    patient = Cohort(tmp_path / "out").load("case1")
+    for phase in PHASES:
+        np.testing.assert_array_equal(patient.phases[phase], hu)
+    np.testing.assert_array_equal(patient.lesion, lesion)
+    assert list(patient.liver) == ["delayed"]
+
+
 def test_bad_patient_is_skipped_and_reported(tmp_path):
     src = tmp_path / "src"
     four_phases(src, "good")

@@ -19,14 +19,13 @@ from benchmark.importer.resample import grid_affine, to_lps_grid
 from benchmark.importer.volumes import read_mask, read_volume
 from registration.metrics import dice
 
-pytestmark = pytest.mark.realdata
-
 
 def _on_grid(volume):
     array, spacing, origin = to_lps_grid(volume)
     return array, grid_affine(spacing, origin)
 
 
+@pytest.mark.realdata
 def test_shuffled_dicom_series_is_sorted_by_position(real_ct):
     files = sorted((real_ct / "totalsegmentator-example" / "example_ct_dicom").iterdir())
     shuffled = [files[i] for i in np.random.default_rng(3).permutation(len(files))]
@@ -44,6 +43,7 @@ def test_shuffled_dicom_series_is_sorted_by_position(real_ct):
         )
 
 
+@pytest.mark.realdata
 def test_dicom_as_four_phases_with_las_liver_map(real_ct, tmp_path, capsys):
     """Full path: one real series as all four phases, liver label map stored in LAS."""
     folder = real_ct / "totalsegmentator-example"
@@ -83,6 +83,7 @@ def test_dicom_as_four_phases_with_las_liver_map(real_ct, tmp_path, capsys):
     assert meta["phases"]["portal"]["files"] == 20 and meta["lesion"]["label"] == 5
 
 
+@pytest.mark.realdata
 def test_ras_nifti_liver_mean(real_ct):
     folder = real_ct / "totalsegmentator-example"
     hu, affine = _on_grid(read_volume(folder / "example_ct.nii.gz"))
@@ -92,6 +93,7 @@ def test_ras_nifti_liver_mean(real_ct):
     assert np.argwhere(liver)[:, 2].mean() < hu.shape[2] / 2  # patient's right
 
 
+@pytest.mark.realdata
 def test_misleading_origin_is_caught(real_ct):
     """example_ct_sm is slices 82-111 but keeps the full volume's origin in its header."""
     folder = real_ct / "totalsegmentator-example"
@@ -107,6 +109,7 @@ def test_misleading_origin_is_caught(real_ct):
         place_mask(read_mask(folder / "example_ct_liver.nii.gz"), hu.shape, affine, [])
 
 
+@pytest.mark.realdata
 def test_dicom_seg_equals_nrrd(real_ct, tmp_path):
     folder = real_ct / "dcmqi-liver-3slice"
     hu, affine = _on_grid(read_series(sorted((folder / "ct-3slice").iterdir())))
