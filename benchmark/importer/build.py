@@ -389,6 +389,7 @@ def _build_patient(
             "source": str(cand.series.folder) if cand.series else str(cand.files[0]),
             "files": len(cand.files),
             "series_uid": (cand.series.uid or None) if cand.series else None,
+            "study_uid": cand.series.meta.get("StudyInstanceUID") if cand.series else None,
             "description": cand.description,
             "acquisition_time": cand.time,
             "original_spacing": [round(s, 4) for s in volume.spacing],

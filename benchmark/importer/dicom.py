@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
+from pydicom.uid import SegmentationStorage
 
 from benchmark.importer.resample import Volume
 
@@ -23,7 +24,7 @@ from benchmark.importer.resample import Volume
 SPACING_TOLERANCE = 0.1
 #: mm a slice origin may lie off the line through the first slice along the normal
 TILT_TOLERANCE = 0.05
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SEG_SOP_CLASS = SegmentationStorage
 _GEOMETRY_KEYS = ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient")
 
 
