@@ -16,6 +16,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
+from benchmark.importer.dicom import is_dicom
 from benchmark.importer.resample import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -59,10 +60,8 @@ def read_mask(path: Path, label: int | None = None) -> Volume:
     """A binary uint8 mask from a label map (NIfTI/NRRD) or a DICOM SEG.
 
     ``label`` picks one value of a multi-label map (one segment number of a SEG); ``None``
-    keeps every non-zero voxel (every segment).
+    keeps every voxel above 0.5 (every non-zero label, every segment).
     """
-    from benchmark.importer.dicom import is_dicom
-
     volume = _read_seg(path, label) if is_dicom(path) else read_volume(path)
     data = volume.array
     if is_dicom(path):
