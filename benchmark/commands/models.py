@@ -1,0 +1,96 @@
+"""``models list``: every registered detector (built-in, entry-point plugins, --model-module)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+ORDER = 60
+
+LIST_EPILOG = """\
+Parameter counts are for the builder's defaults (the paper's configuration, e.g. 300 px and
+width 1.0); the model is instantiated on PyTorch's 'meta' device, so nothing is allocated.
+Your own detectors join with --model-module MOD or an entry point in the group
+'phasebench.models' (see docs/adding-a-detector.md).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from benchmark.commands import add_model_module_arg
+
+    models = subparsers.add_parser(
+        "models",
+        help="list the available detectors",
+        description="Inspect the detector registry.",
+    )
+    sub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
+    lst = sub.add_parser(
+        "list",
+        help="table of every detector: parameters, input size, supervision, paper row",
+        description="Print every registered detector with parameter count, input size, "
+        "supervision, paper table/row and description.",
+        epilog=LIST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_module_arg(lst)
+    lst.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    lst.set_defaults(func=run_list)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """One row of the table: build ``name`` with its defaults on the meta device."""
+    import models
+
+    meta = models.info(name)
+    try:
+        with torch.device("meta"):
+            net = models.build(name)
+    except Exception:  # a builder that needs real tensors (e.g. calls .item()) is built on CPU
+        net = models.build(name)
+    supervision = sorted(s.value for s in getattr(net, "supervision", ()))
+    return {
+        "name": name,
+        "params": sum(p.numel() for p in net.parameters()),
+        "input_size": getattr(net, "input_size", None),
+        "supervision": "+".join(supervision),
+        "table": meta.table,
+        "paper_row": meta.paper_row,
+        "description": meta.description,
+        "module": meta.module,
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width text table of :func:`describe` rows."""
+    header = ["name", "params", "input", "supervision", "table", "paper row", "description"]
+    body = [
+        [
+            r["name"],
+            f"{r['params'] / 1e6:.2f}M",
+            str(r["input_size"]),
+            r["supervision"],
+            r["table"] or "-",
+            r["paper_row"] or "-",
+            r["description"],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in [header, ["-" * w for w in widths], *body]
+    ]
+    return "\n".join(lines)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from benchmark.commands import load_model_modules
+    from models import available
+
+    load_model_modules(args)
+    rows = [describe(name) for name in available()]
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
