@@ -93,25 +93,14 @@ class Anatomy:
         plane = np.full(yy.shape, Tissue.AIR, np.uint8)
         plane[self.wall.body(yy, xx)] = Tissue.FAT
         plane[self.wall.muscle_outer(yy, xx)] = Tissue.MUSCLE
-        cavity = self.wall.inner(yy, xx)
-        ys, rv = self.spine_y, self.vertebra_r
-        spine_static = np.zeros_like(cavity)
-        for sx in (-1.0, 1.0):  # paraspinal muscles
-            para = ((xx - sx * 1.9 * rv) / (1.5 * rv)) ** 2 + ((yy - ys - 2.1 * rv) / (1.45 * rv)) ** 2 < 1
-            plane[para] = Tissue.MUSCLE
-            spine_static |= para
-        body_r = np.hypot(xx, yy - ys)
-        lamina = (np.abs(xx) / (1.15 * rv)) ** 2 + ((yy - ys - 1.75 * rv) / (0.4 * rv)) ** 2 < 1
-        spinous = (xx / (0.28 * rv)) ** 2 + ((yy - ys - 2.5 * rv) / (0.85 * rv)) ** 2 < 1
-        posterior = lamina | spinous
-        plane[posterior] = Tissue.CORTICAL
-        plane[_erode_like(xx, posterior)] = Tissue.CANCELLOUS
-        plane[body_r < rv] = Tissue.CORTICAL
-        plane[body_r < rv - 1.5] = Tissue.CANCELLOUS
-        canal = np.hypot(xx, yy - ys - 1.4 * rv) < 0.45 * rv
-        plane[canal] = Tissue.FLUID
-        spine_static |= posterior | canal | (body_r < rv)
-        cavity &= ~spine_static
+        spine = self._spine(yy, xx)
+        plane[spine["paraspinal"]] = Tissue.MUSCLE
+        plane[spine["posterior"]] = Tissue.CORTICAL
+        plane[_inset(xx, spine["posterior"])] = Tissue.CANCELLOUS
+        plane[spine["vertebra"]] = Tissue.CORTICAL
+        plane[_inset(xx, spine["vertebra"])] = Tissue.CANCELLOUS
+        plane[spine["canal"]] = Tissue.FLUID
+        cavity = self.wall.inner(yy, xx) & ~np.any(list(spine.values()), axis=0)
 
         labels = np.repeat(plane[None], len(z), axis=0)
         cax, cay = self.wall.cavity_axes
@@ -132,6 +121,25 @@ class Anatomy:
             for row in rows:
                 labels[row][sel] = rib[sel]
         return labels, cavity
+
+    def _spine(self, y: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Masks of the static spine parts at points ``(y, x)`` (mm)."""
+        ys, rv = self.spine_y, self.vertebra_r
+        paraspinal = np.zeros(np.shape(y), bool)
+        for side in (-1.0, 1.0):
+            paraspinal |= ((x - side * 1.9 * rv) / (1.5 * rv)) ** 2 + ((y - ys - 2.1 * rv) / (1.3 * rv)) ** 2 < 1
+        lamina = (np.abs(x) / (1.15 * rv)) ** 2 + ((y - ys - 1.75 * rv) / (0.4 * rv)) ** 2 < 1
+        spinous = (x / (0.28 * rv)) ** 2 + ((y - ys - 2.5 * rv) / (0.85 * rv)) ** 2 < 1
+        return {
+            "paraspinal": paraspinal,
+            "posterior": lamina | spinous,
+            "vertebra": np.hypot(x, y - ys) < rv,
+            "canal": np.hypot(x, y - ys - 1.4 * rv) < 0.45 * rv,
+        }
+
+    def in_cavity(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Whether points ``(y, x)`` lie inside the body wall and off the spine (moving part)."""
+        return self.wall.inner(y, x) & ~np.any(list(self._spine(y, x).values()), axis=0)
 
     # ------------------------------------------------------------------ moving parts
 
@@ -172,24 +180,24 @@ class Anatomy:
         liver = np.zeros(qz.shape, bool)
         for lobe in self.liver:
             liver |= paint_ellipsoid(lobe, Tissue.LIVER, below)
-        liver &= ~paint_ellipsoid(self.gallbladder, Tissue.FLUID, liver)
+        paint_ellipsoid(self.gallbladder, Tissue.FLUID, liver)
         for kidney in self.kidneys:
             hit = paint_ellipsoid(kidney, Tissue.KIDNEY_CORTEX, below)
             core = Ellipsoid(kidney.center, tuple(0.62 * a for a in kidney.axes), kidney.angle, kidney.deform)
             paint_ellipsoid(core, Tissue.KIDNEY_MEDULLA, hit)
-            liver &= ~hit
         ay, ax, ar = self.aorta
         labels[(qy - ay) ** 2 + (qx - ax) ** 2 < ar * ar] = Tissue.AORTA
         iy, ix, iry, irx, itop = self.ivc
-        ivc = (((qy - iy) / iry) ** 2 + ((qx - ix) / irx) ** 2 < 1.0) & (qz < itop)
-        labels[ivc] = Tissue.IVC
-        liver &= ~ivc
-        for tube, tissue in [(t, Tissue.HEPATIC_VEIN) for t in self.hepatic_veins] + [
-            (t, Tissue.PORTAL_VEIN) for t in self.portal_veins
-        ]:
+        labels[(((qy - iy) / iry) ** 2 + ((qx - ix) / irx) ** 2 < 1.0) & (qz < itop)] = Tissue.IVC
+        liver &= labels == Tissue.LIVER
+        trunk, *branches = self.portal_veins
+        vessels = [(trunk, Tissue.PORTAL_VEIN, below)]
+        vessels += [(t, Tissue.HEPATIC_VEIN, liver) for t in self.hepatic_veins]
+        vessels += [(t, Tissue.PORTAL_VEIN, liver) for t in branches]
+        for tube, tissue, where in vessels:
             if not overlaps(tube.bbox, lo, hi):
                 continue
-            idx = np.nonzero(in_box(tube.bbox, qz, qy, qx) & below)[0]
+            idx = np.nonzero(in_box(tube.bbox, qz, qy, qx) & where)[0]
             hit = idx[tube.inside(qz[idx], qy[idx], qx[idx])]
             labels[hit] = tissue
         if self.lesion is not None:
@@ -200,7 +208,7 @@ class Anatomy:
         return labels, liver
 
 
-def _erode_like(xx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _inset(xx: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Interior of a bone mask (1.5 mm inset), leaving a cortical shell."""
     step = max(float(abs(xx[0, 1] - xx[0, 0])), 1e-3)
     return binary_erosion(mask, iterations=max(1, int(round(1.5 / step))))
@@ -221,7 +229,7 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
     cbx, cby = wall.cavity_axes
     cy = wall.cy
     rv = float(u(17, 22))
-    spine_y = cy + cby - 0.3 * wall.muscle - 3.5 * rv
+    spine_y = cy + cby + wall.muscle - 3.35 * rv
     ribs = tuple(
         (float(a), float(u(0, RIB_PERIOD_MM)))
         for a in np.deg2rad(np.r_[np.linspace(-45, 55, 5), np.linspace(125, 225, 5)])

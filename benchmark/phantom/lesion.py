@@ -94,15 +94,19 @@ def draw_lesion(
         margin = min(0.6 * radius, 0.25 * (z_hi - z_lo))
         cand = rng.uniform(liver_box[0], liver_box[1], size=(400, 3))
         cand[:, 0] = rng.uniform(z_lo + margin, z_hi - margin, 400)
-        ok = inside_liver(cand[:, 0], cand[:, 1], cand[:, 2])
-        for c in cand[ok]:
+        best, best_inside = None, 0.0
+        for c in cand[inside_liver(cand[:, 0], cand[:, 1], cand[:, 2])]:
             pts = c + radius * 1.1 * shell
-            if inside_liver(pts[:, 0], pts[:, 1], pts[:, 2]).all():
-                center = c
+            inside = float(inside_liver(pts[:, 0], pts[:, 1], pts[:, 2]).mean())
+            if inside > best_inside:
+                best, best_inside = c, inside
+            if inside == 1.0:
                 break
-        if center is None:
-            if diameter <= floor:
-                raise RuntimeError(f"cannot place a {floor:.0f} mm lesion in the liver")
+        if best_inside == 1.0 or (diameter <= floor and best_inside >= 0.5):
+            center = best  # at the smallest size allowed, a partly exophytic lesion is accepted
+        elif diameter <= floor:
+            raise RuntimeError(f"cannot place a {floor:.0f} mm lesion in the liver")
+        else:
             diameter = max(floor, 0.85 * diameter)
     radius = 0.5 * diameter
     factors = rng.uniform(0.92, 1.08, 3)

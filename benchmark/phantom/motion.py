@@ -8,7 +8,7 @@ voxel ``p`` of that phase lies in the portal phase: ``p + d(p)``. It is
 * zero in the body wall, spine and ribs and ramping up over a few mm inside the wall, so the
   organs slide along the wall; the in-plane part ramps up more slowly so organs do not push
   into the wall;
-* scaled down to ~0.65x in the retroperitoneum (kidneys) and tapered away from the diaphragm;
+* scaled down smoothly to ~0.65x over the kidneys and tapered away from the diaphragm;
 * plus a smooth random non-rigid part (separable low-frequency cosines).
 """
 
@@ -63,32 +63,48 @@ def wall_weights(cavity: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.nd
     return slide.astype(np.float32), inplane.astype(np.float32)
 
 
+def organ_scale(
+    z: np.ndarray, y: np.ndarray, x: np.ndarray, kidneys: list[tuple[tuple[float, ...], tuple[float, ...]]]
+) -> np.ndarray:
+    """Smooth motion scale ``[Z, Y, X]``: ~0.65 over each kidney ``(center, axes)``, 1 far away."""
+    bump = np.zeros((len(z), len(y), len(x)), np.float32)
+    for (cz, cy, cx), (az, ay, ax) in kidneys:
+        rz = ((z - cz) / az).astype(np.float32) ** 2
+        ry = ((y - cy) / ay).astype(np.float32) ** 2
+        rx = ((x - cx) / ax).astype(np.float32) ** 2
+        r2 = rz[:, None, None] + (ry[:, None] + rx[None, :])[None]
+        np.maximum(bump, np.exp(-0.5 * (r2 / 1.44) ** 2), out=bump)
+    return 1.0 - (1.0 - RETRO_SCALE) * bump
+
+
 def displacement(
     breath: Breath,
     z: np.ndarray,
     y: np.ndarray,
     x: np.ndarray,
     weights: tuple[np.ndarray, np.ndarray],
-    retro_y: float,
+    scale: np.ndarray,
 ) -> np.ndarray:
-    """Displacement ``[Z, Y, X, 3]`` (mm, ``dz, dy, dx``) on the grid ``z x y x x`` (mm)."""
+    """Displacement ``[Z, Y, X, 3]`` (mm, ``dz, dy, dx``) on the grid ``z x y x x`` (mm).
+
+    ``weights`` come from :func:`wall_weights`, ``scale`` from :func:`organ_scale`.
+    """
     slide, inplane = weights
     z, y, x = (np.asarray(a, np.float32) for a in (z, y, x))
-    retro = 1.0 - (1.0 - RETRO_SCALE) / (1.0 + np.exp(-(y - retro_y) / 10.0))
     taper = np.clip(1.0 + 0.3 * z / 100.0, 0.6, 1.3)
     field = np.empty((len(z), len(y), len(x), 3), np.float32)
     for comp, weight in ((0, slide), (1, inplane), (2, inplane)):
-        # the field is a sum of separable terms f(z) g(y) h(x): build it slice by slice
-        terms = [(breath.shift[comp] * taper, retro, np.ones_like(x))]
-        for c, amp, kz, pz, ky, py, kx, px in breath.waves:
-            if int(c) == comp:
-                terms.append((amp * np.cos(kz * z + pz), np.cos(ky * y + py), np.cos(kx * x + px)))
-        planes = [np.outer(fy, fx).astype(np.float32) for _, fy, fx in terms]
+        # smooth part: a sum of separable terms f(z) g(y) h(x), built slice by slice
+        terms = [
+            (amp * np.cos(kz * z + pz), np.outer(np.cos(ky * y + py), np.cos(kx * x + px)).astype(np.float32))
+            for c, amp, kz, pz, ky, py, kx, px in breath.waves
+            if int(c) == comp
+        ]
         for k in range(len(z)):
             out = field[k, :, :, comp]
-            out[...] = float(terms[0][0][k]) * planes[0]
-            for (fz, _, _), plane in zip(terms[1:], planes[1:], strict=True):
-                out += float(fz[k]) * plane
+            np.multiply(scale[k], np.float32(breath.shift[comp] * taper[k]), out=out)
+            for fz, plane in terms:
+                out += np.float32(fz[k]) * plane
             out *= weight
     field *= np.float32(1.0 / QUANTUM_MM)
     np.rint(field, out=field)

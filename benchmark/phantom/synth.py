@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -17,15 +17,15 @@ from benchmark.phantom.anatomy import Anatomy, draw_anatomy
 from benchmark.phantom.config import FOV_MM, SLICE_MM, PhantomConfig
 from benchmark.phantom.enhancement import LESION_TISSUES, N_TISSUES, draw_hu_table, lesion_hu
 from benchmark.phantom.lesion import draw_lesion
-from benchmark.phantom.motion import displacement, draw_breath, wall_weights
+from benchmark.phantom.motion import displacement, draw_breath, organ_scale, wall_weights
 from benchmark.phantom.noise import blur, ct_noise
 
 LESION_PHASE_COUNTS = {"arterial": 91, "portal": 31, "delayed": 158}
 """Phases the paper's annotators drew the lesion masks on (of 280 patients)."""
 
 GENERATOR_VERSION = 1
-MIN_LESION_PX = 6
-"""Smallest lesion diameter in pixels (on coarse test grids smaller ones vanish in the paper's
+MIN_LESION_PX = 9
+"""Smallest lesion diameter in pixels (on coarse grids smaller ones vanish in the paper's
 11x11 mask smoothing and give no box)."""
 
 
@@ -44,7 +44,7 @@ def _inside_liver(anatomy: Anatomy):
     def test(qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         qz, qy, qx = (np.asarray(a, np.float32) for a in (qz, qy, qx))
         labels, liver = anatomy.visceral_labels(qz, qy, qx)
-        return liver & anatomy.wall.inner(qy, qx)
+        return liver & anatomy.in_cavity(qy, qx)
 
     return test
 
@@ -87,6 +87,16 @@ def _render(
     return hu, labels, liver
 
 
+@dataclass
+class Simulation:
+    """A generated patient with its ground truth: anatomy and per-phase tissue label maps."""
+
+    patient: Patient
+    anatomy: Anatomy
+    labels: dict[str, np.ndarray]  # phase -> [Z, Y, X] uint8 Tissue codes (slice centres)
+    cavity: np.ndarray  # [Y, X] bool: where the moving (inside-of-wall) anatomy is
+
+
 def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> Patient:
     """Generate one four-phase phantom patient, deterministic in ``(seed, index)``.
 
@@ -94,6 +104,11 @@ def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> 
     lesion and liver masks of each phase are exact; the lesion mask stored is the one of the
     reference phase (chosen with the paper's annotator frequencies).
     """
+    return simulate(index, seed, config).patient
+
+
+def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simulation:
+    """:func:`make_patient` plus its ground-truth label maps (for tests and inspection)."""
     config = config or PhantomConfig()
     rng = np.random.default_rng([seed, index])
     anatomy = draw_anatomy(rng)
@@ -118,19 +133,18 @@ def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> 
 
     static, cavity = anatomy.static_labels(z, y, x)
     weights = wall_weights(cavity, config.spacing[1])
-    retro_y = anatomy.spine_y - 1.5 * anatomy.vertebra_r
-    phases, livers, disps, lesion_mask = {}, {}, {}, None
+    scale = organ_scale(z, y, x, [(k.center, k.axes) for k in anatomy.kidneys])
+    phases, livers, disps, label_maps = {}, {}, {}, {}
     for i, phase in enumerate(PHASES):
         disp = None
         if phase != FIXED_PHASE:
-            disp = displacement(breaths[phase], z, y, x, weights, retro_y)
+            disp = displacement(breaths[phase], z, y, x, weights, scale)
         hu, labels, liver = _render(anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples)
         noise = ct_noise(np.random.default_rng([seed, index, i, 1]), hu.shape, noise_sd)
         phases[phase] = blur(hu) + noise
         livers[phase] = liver.astype(np.uint8)
         disps[phase] = disp if disp is not None else np.zeros((*hu.shape, 3), np.float32)
-        if phase == lesion_phase:
-            lesion_mask = np.isin(labels, LESION_TISSUES).astype(np.uint8)
+        label_maps[phase] = labels
     meta = {
         "generator": "benchmark.phantom",
         "generator_version": GENERATOR_VERSION,
@@ -147,10 +161,10 @@ def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> 
         "noise_sd_hu": round(noise_sd, 2),
         "body_mm": [round(2 * anatomy.wall.by, 1), round(2 * anatomy.wall.bx, 1)],
     }
-    return Patient(
+    patient = Patient(
         id=patient_id(index),
         phases=phases,
-        lesion=lesion_mask,
+        lesion=np.isin(label_maps[lesion_phase], LESION_TISSUES).astype(np.uint8),
         lesion_phase=lesion_phase,
         spacing=config.spacing,
         origin=(float(z[0]), float(y[0]), float(x[0])),
@@ -158,6 +172,7 @@ def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> 
         displacement=disps,
         meta=meta,
     )
+    return Simulation(patient, anatomy, label_maps, cavity)
 
 
 def _write_one(writer: CohortWriter, seed: int, config: PhantomConfig, splits: dict[str, str], index: int) -> str:
