@@ -62,7 +62,11 @@ class SelfAttention(nn.Module):
 
         def conv(cin: int, cout: int) -> nn.Module:
             layer = nn.Conv2d(cin, cout, 1, groups=groups)
-            return _spectral_norm(layer) if spectral_norm else layer
+            # on the 'meta' device (shape/parameter inspection, e.g. `models list`) spectral
+            # norm is skipped: it adds no parameters and its power-iteration init needs values
+            if spectral_norm and not layer.weight.is_meta:
+                layer = _spectral_norm(layer)
+            return layer
 
         self.query = conv(channels, self.qk_channels)
         self.key = conv(channels, self.qk_channels)
