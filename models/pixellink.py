@@ -215,49 +215,81 @@ def _link_loss(logits: Tensor, inst: Tensor, weight: Tensor) -> Tensor:
     return loss
 
 
-def _build(input_size: int, width: float, **kw: Any) -> PixelLink:
-    return PixelLink(input_size=input_size, width=width, **kw)
-
-
 _GCONV = {"groups": NUM_PHASES, "channel_fusion": True}
 _PP = {**_GCONV, "sa_base": True, "sa_fusion": True, "dc": True}
 
 
-@register_model("pixellink", paper_row="PixelLink [24]", table="I")
-def build_pixellink(input_size: int = 300, width: float = 1.0, **kw: Any) -> PixelLink:
-    """PixelLink (VGG16 4s), the 12 channels as one stream."""
-    return _build(input_size, width, **kw)
+def _builder(flags: dict[str, Any], doc: str):
+    """A builder taking the size/width/decoding overrides; the row's architecture is fixed."""
+
+    def build(
+        input_size: int = 300,
+        width: float = 1.0,
+        pixel_threshold: float = 0.5,
+        link_threshold: float = 0.8,
+        min_area: int = 2,
+    ) -> PixelLink:
+        return PixelLink(
+            input_size=input_size,
+            width=width,
+            pixel_threshold=pixel_threshold,
+            link_threshold=link_threshold,
+            min_area=min_area,
+            **flags,
+        )
+
+    build.__doc__ = doc
+    return build
 
 
-@register_model("pixellink_gconv", paper_row="PixelLink + G.Conv & C.Fusion", table="I")
-def build_pixellink_gconv(input_size: int = 300, width: float = 1.0, **kw: Any) -> PixelLink:
-    """PixelLink with grouped VGG16 (one group per phase) and 1x1 channel fusion per source."""
-    return _build(input_size, width, **{**_GCONV, **kw})
-
-
-@register_model("pixellink_pp", paper_row="PixelLink++ (ours)", table="I")
-def build_pixellink_pp(input_size: int = 300, width: float = 1.0, **kw: Any) -> PixelLink:
-    """PixelLink++: grouped PixelLink + SA@base/@fusion (D=2) + phase-wise DC after conv3_3."""
-    return _build(input_size, width, **{**_PP, **kw})
-
-
-_ABLATIONS = {
-    "no_phase_offsets": ("w/o Phase-wise Offsets", {"phase_wise_offsets": False}),
-    "no_dc": ("w/o DC Module", {"dc": False}),
-    "no_sa_base": ("w/o SA Modules@Base", {"sa_base": False}),
-    "no_sa_fusion": ("w/o SA Modules@Fusion", {"sa_fusion": False}),
-    "no_interphase": ("w/o Interphase Attention", {"sa_groups": NUM_PHASES}),
+# name: (table, paper row, description, architecture flags)
+MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    "pixellink": ("I", "PixelLink [24]", "PixelLink (VGG16 4s), the 12 channels as one stream", {}),
+    "pixellink_gconv": (
+        "I",
+        "PixelLink + G.Conv & C.Fusion",
+        "PixelLink with grouped VGG16 (one group per phase) + 1x1 channel fusion per source",
+        _GCONV,
+    ),
+    "pixellink_pp": (
+        "I",
+        "PixelLink++ (ours)",
+        "PixelLink + G.Conv & C.Fusion + SA@base/@fusion (D=2) + phase-wise DC after conv3_3",
+        _PP,
+    ),
+    "pixellink_pp_no_phase_offsets": (
+        "III",
+        "PixelLink++ w/o Phase-wise Offsets",
+        "PixelLink++ with one offset group in the DC module",
+        {**_PP, "phase_wise_offsets": False},
+    ),
+    "pixellink_pp_no_dc": (
+        "III",
+        "PixelLink++ w/o DC Module",
+        "PixelLink++ without the DC module",
+        {**_PP, "dc": False},
+    ),
+    "pixellink_pp_no_sa_base": (
+        "III",
+        "PixelLink++ w/o SA Modules@Base",
+        "PixelLink++ without SA at the trunk sources (DC sees no gate map)",
+        {**_PP, "sa_base": False},
+    ),
+    "pixellink_pp_no_sa_fusion": (
+        "III",
+        "PixelLink++ w/o SA Modules@Fusion",
+        "PixelLink++ without SA before the 1x1 fusion",
+        {**_PP, "sa_fusion": False},
+    ),
+    "pixellink_pp_no_interphase": (
+        "III",
+        "PixelLink++ w/o Interphase Attention",
+        "PixelLink++ with grouped (per-phase) SA modules",
+        {**_PP, "sa_groups": NUM_PHASES},
+    ),
 }
 
-
-def _register_ablation(suffix: str, row: str, change: dict[str, Any]) -> None:
-    def builder(input_size: int = 300, width: float = 1.0, **kw: Any) -> PixelLink:
-        return _build(input_size, width, **{**_PP, **change, **kw})
-
-    builder.__doc__ = f"PixelLink++ {row} (Table III ablation)."
-    builder.__name__ = f"build_pixellink_pp_{suffix}"
-    register_model(f"pixellink_pp_{suffix}", paper_row=f"PixelLink++ {row}", table="III")(builder)
-
-
-for _suffix, (_row, _change) in _ABLATIONS.items():
-    _register_ablation(_suffix, _row, _change)
+for _name, (_table, _row, _desc, _flags) in MODELS.items():
+    register_model(_name, paper_row=_row, table=_table, description=_desc)(
+        _builder(_flags, f"{_row}: {_desc}.")
+    )
