@@ -116,15 +116,21 @@ def ensure_cohort(
     return root
 
 
-def ensure_variant(cohort_root: Path, variant: str, workers: int = 1) -> Cohort:
-    """Open the registered variant, registering the cohort first when it is missing."""
+def ensure_variant(
+    cohort_root: Path, variant: str, workers: int = 1, executor: Any = None
+) -> Cohort:
+    """Open the registered variant, registering the cohort first when it is missing.
+
+    A ``remote`` executor (``benchmark.executors``, e.g. Ray) registers the patients as tasks.
+    """
     check_variant(variant)
     if variant == UNREGISTERED or (variant_dir(cohort_root, variant) / MANIFEST).exists():
         return open_variant(cohort_root, variant)
     from registration import register_variant
 
     log.info("registering %s (%s)", cohort_root, variant)
-    return register_variant(cohort_root, variant, workers=workers)
+    remote = executor if getattr(executor, "remote", False) else None
+    return register_variant(cohort_root, variant, workers=workers, executor=remote)
 
 
 # ----------------------------------------------------------------------------- units
@@ -243,12 +249,18 @@ def run_matrix(
     runs: str | Path = DEFAULT_RUNS,
     work: str | Path = DEFAULT_WORK,
     report: Callable[[str], None] = print,
+    executor: Any = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Run every (model, variant, seed) unit plus its unregistered twin; returns AP rows."""
+    """Run every (model, variant, seed) unit plus its unregistered twin; returns AP rows.
+
+    ``executor`` (``benchmark.executors``: local processes per GPU, or Ray) runs the units
+    instead of this loop; a unit that fails there does not stop the others, and a RuntimeError
+    naming the failed units and their logs is raised once every other unit has finished.
+    """
     check_variant(variant)
     start = time.perf_counter()
     cohort_root = ensure_cohort(base, cohort, Path(work))
-    ensure_variant(cohort_root, variant, base["registration"]["workers"])
+    ensure_variant(cohort_root, variant, base["registration"]["workers"], executor)
     variants = list(dict.fromkeys([UNREGISTERED, variant]))
     units = [
         unit_config(base, cohort_root, v, m, s, Path(runs))
@@ -256,14 +268,23 @@ def run_matrix(
         for v in variants
         for s in seeds
     ]
+    failed = executor.run_units(units, report) if executor is not None else []
+    if failed:
+        from benchmark.executors import units as ex
+
+        raise RuntimeError(
+            f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
+            "command to retry, finished units are skipped): "
+            + "; ".join(f"{ex.label(c)}, log {ex.log_path(c)}" for c in failed)
+        )
     rows, dirs = [], []
     for k, config in enumerate(units, 1):
         label = (
             f"[{k}/{len(units)}] {config['model']} / {config['variant']} / seed {config['seed']}"
         )
-        if is_finished(config):
+        if executor is None and is_finished(config):
             report(f"{label}: finished before, skipped")
-        else:
+        elif executor is None:  # (an executor has run every unit and reported its progress)
             tick = time.perf_counter()
             report(f"{label}: training ...")
             run_unit(config)

@@ -196,13 +196,15 @@ def register_variant(
     workers: int = 1,
     backend: str | Backend = "itk-elastix",
     progress: bool = True,
+    executor: Any = None,
 ) -> Cohort:
     """Write ``variant_dir(cohort_root, variant)``: the cohort registered with ``variant``.
 
     Resumable: patients already written are skipped. Each patient is one unit of work;
     ``workers`` processes run in parallel with ``cores // workers`` ITK threads each (a
     backend passed as an object instead of a name runs in this process). The per-slice log
-    is written to ``<variant dir>/registration_log.csv``.
+    is written to ``<variant dir>/registration_log.csv``. ``executor``: a cluster executor
+    (``benchmark.executors``, e.g. Ray) that runs each patient as a task instead.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
@@ -226,7 +228,10 @@ def register_variant(
     threads = max(1, available_cores() // workers)
     bar = _progress(sum(counts.values()), variant, progress)
     try:
-        if workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
+        if executor is not None:
+            for pid in executor.register_patients(source.root, writer, todo, variant, backend):
+                bar.update(counts[pid])
+        elif workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
             _init_worker(backend, threads)
             for pid in todo:
                 _run_patient(source.root, writer, pid, variant)

@@ -22,6 +22,7 @@ COHORT/variants/table2.csv and table2.md. Rerun the same command to resume.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from benchmark.executors import add_executor_args
     from registration.backends import BACKENDS
     from registration.stage import VARIANTS
 
@@ -44,19 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="elastix binding (default itk-elastix; simpleelastix needs "
                         "pip install phasebench[simpleelastix])")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_executor_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmark.executors import executor_from_args
     from registration.alignment import alignment_table, to_markdown
     from registration.stage import VARIANTS, read_log, register_variant
 
     variants = VARIANTS if args.variant == "all" else (args.variant,)
+    executor = executor_from_args(args)  # ray: one task per patient; local: --workers processes
     walls = {}
     for variant in variants:
         start = time.perf_counter()
         register_variant(args.cohort, variant, workers=args.workers, backend=args.backend,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress,
+                         executor=executor if executor.remote else None)
         walls[variant] = time.perf_counter() - start
     table = alignment_table(args.cohort)
     print("Table II (alignment between phases; written to "

@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
+from benchmark.executors import add_executor_args, executor_from_args
 
 ORDER = 30
 
@@ -17,6 +18,7 @@ examples:
   python -m benchmark run --variant affine --models gssd,gssd_pp --seeds 1 2 3
   python -m benchmark run --variant nonrigid --profile paper --set train.workers=16
   python -m benchmark run --variant rigid --profile my_profile.json --runs /scratch/runs
+  python -m benchmark run --variant nonrigid --profile paper --executor ray --ray-address auto
 """
 
 
@@ -100,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--split", default="test", choices=("val", "test"), help="split of the summary"
     )
+    add_executor_args(run)
     _common(run)
     run.set_defaults(func=cmd_run)
 
@@ -134,7 +137,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = runner.parse_models(args.models)
     seeds = args.seeds or base["seeds"]
     ap, dirs = runner.run_matrix(
-        base, args.variant, names, seeds, cohort=args.cohort, runs=args.runs, work=args.work
+        base,
+        args.variant,
+        names,
+        seeds,
+        cohort=args.cohort,
+        runs=args.runs,
+        work=args.work,
+        executor=executor_from_args(args),
     )
     tables = runner.summary_tables(ap, args.variant, args.split)
     titles = {

@@ -1,0 +1,119 @@
+"""``--executor local``: this machine; one training per GPU at a time, sequential on CPU."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+from benchmark.executors.progress import MatrixProgress
+from benchmark.executors.units import UnitOutcome, label, log_path, train_unit
+
+
+class LocalExecutor:
+    """Run training units on this machine.
+
+    With several GPUs (``gpus``, default every visible CUDA device) one spawned process per
+    GPU trains one unit at a time, pinned to its GPU by ``CUDA_VISIBLE_DEVICES`` (so
+    ``train.device`` ``auto``/``cuda`` means that GPU); with one GPU or none the units run one
+    after another in this process. Registration stays with ``register_variant``'s own
+    ``--workers`` processes (this executor is not ``remote``).
+    """
+
+    name = "local"
+    remote = False
+
+    def __init__(self, model_modules: Sequence[str] = (), gpus: Sequence[int] | None = None):
+        if gpus is None:
+            import torch
+
+            gpus = range(torch.cuda.device_count())
+        self.gpus = [int(g) for g in gpus]
+        self.model_modules = tuple(model_modules)
+
+    def run_units(
+        self, configs: Sequence[dict[str, Any]], report: Callable[[str], None] = print
+    ) -> list[dict[str, Any]]:
+        """Run every unit, report progress; returns the configs of the units that failed."""
+        from benchmark.runner import is_finished
+
+        progress = MatrixProgress(len(configs), report)
+        todo = []
+        for config in configs:
+            if is_finished(config):
+                progress.on_skipped(label(config))
+            else:
+                todo.append(config)
+        if len(self.gpus) > 1 and len(todo) > 1:
+            failed = self._pool(todo, progress)
+        else:
+            failed = self._sequential(todo, progress)
+        progress.finish()
+        return failed
+
+    def _sequential(
+        self, todo: list[dict[str, Any]], progress: MatrixProgress
+    ) -> list[dict[str, Any]]:
+        failed = []
+        for config in todo:
+            progress.on_started(label(config))
+            try:
+                outcome = train_unit(config, self.model_modules)
+            except Exception as err:  # reported with its log; the other units go on
+                progress.on_failed(label(config), log_path(config), reason(err))
+                failed.append(config)
+            else:
+                _finished(progress, config, outcome)
+        return failed
+
+    def _pool(self, todo: list[dict[str, Any]], progress: MatrixProgress) -> list[dict[str, Any]]:
+        context = get_context("spawn")
+        free = context.Queue()
+        for gpu in self.gpus:
+            free.put(gpu)
+        failed = []
+        slots = len(self.gpus)
+        with ProcessPoolExecutor(
+            slots, mp_context=context, initializer=_pin_gpu, initargs=(free,)
+        ) as pool:
+            futures: dict[Future, dict[str, Any]] = {
+                pool.submit(train_unit, config, self.model_modules): config for config in todo
+            }
+            queued = list(todo)
+            for config in queued[:slots]:
+                progress.on_started(label(config))
+            del queued[:slots]
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    config = futures[future]
+                    try:
+                        _finished(progress, config, future.result())
+                    except Exception as err:
+                        progress.on_failed(label(config), log_path(config), reason(err))
+                        failed.append(config)
+                    if queued:
+                        progress.on_started(label(queued.pop(0)))
+        return failed
+
+
+def _pin_gpu(free: Any) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(free.get())
+
+
+def _finished(progress: MatrixProgress, config: dict[str, Any], outcome: UnitOutcome) -> None:
+    if outcome.skipped:
+        progress.on_skipped(label(config), started=True)
+    else:
+        progress.on_done(label(config), outcome.seconds)
+
+
+def reason(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)  # Ray wraps the worker's exception
+    if isinstance(cause, BaseException):
+        err = cause
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".strip().rstrip(":")[:300]
