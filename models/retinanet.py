@@ -48,7 +48,30 @@ from models.registry import register_model
 from models.vgg import VGGTrunk, conv_bn_relu, scaled_channels
 
 SOURCES = ("conv3_3", "conv4_3", "fc7")
+STRIDES = (4, 8, 16, 32, 64)  # FPN levels: conv3_3, conv4_3, fc7, P6, P7
 _FPN_WIDTH = 256
+
+
+class PyramidAnchorGenerator(AnchorGenerator):
+    """torchvision's anchors on the pyramid's true strides, centred in their cells.
+
+    torchvision derives each level's stride as ``image_size // grid_size`` and puts anchors on
+    the cell corners; with ceil-mode pooling (300 px: grids 75, 38, 19, 10, 5) that gives
+    strides 4, 7, 15, 30, 60 and leaves the bottom/right of the image without anchors of the
+    coarse levels. Here the strides are the network's (``STRIDES``) and anchors sit at cell
+    centres, ``(i + 0.5) * stride``.
+    """
+
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
+        if len(feature_maps) != len(STRIDES):
+            raise ValueError(f"expected {len(STRIDES)} pyramid levels, got {len(feature_maps)}")
+        grid_sizes = [list(f.shape[-2:]) for f in feature_maps]
+        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        strides = [[torch.tensor(s, device=device)] * 2 for s in STRIDES]
+        self.set_cell_anchors(dtype, device)
+        levels = self.grid_anchors(grid_sizes, strides)
+        anchors = torch.cat([a + s / 2 for a, s in zip(levels, STRIDES, strict=True)])
+        return [anchors] * len(image_list.image_sizes)
 
 
 class VGGFPN(nn.Module):
@@ -106,7 +129,7 @@ class ImprovedRetinaNet(Detector):
         if mask_supervision:
             self.supervision = frozenset({Supervision.BOXES, Supervision.MASKS})
         sizes = tuple(tuple(b * s for s in self.anchor_scales) for b in DEFAULT_BASE_SIZES)
-        anchors = AnchorGenerator(sizes, (self.anchor_ratios,) * len(sizes))
+        anchors = PyramidAnchorGenerator(sizes, (self.anchor_ratios,) * len(sizes))
         backbone = VGGFPN(groups, channel_fusion, width)
         # torchvision's RetinaNet supplies head, anchors, matcher, losses and post-processing;
         # its resize/normalise transform is bypassed (inputs are already input_size, in [0, 1]).

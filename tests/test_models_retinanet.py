@@ -13,15 +13,18 @@ from detector_battery import (
     check_interface,
     check_losses_and_gradients,
 )
+from torchvision.models.detection.image_list import ImageList
 
 import models
 from models.anchor_opt import (
+    DEFAULT_BASE_SIZES,
     DEFAULT_RATIOS,
     DEFAULT_SCALES,
     best_anchor_iou,
     mean_best_anchor_iou,
     optimise_anchors,
 )
+from models.retinanet import STRIDES
 
 SIZE, WIDTH = 64, 0.25
 ROWS = {"retinanet_improved": True, "retinanet_gconv": False, "retinanet_gconv_mask": True}
@@ -130,3 +133,21 @@ def test_optimised_anchors_build_a_model() -> None:
     assert model.anchor_scales == scales and model.anchor_ratios == ratios
     with torch.no_grad():
         assert isinstance(model.eval()(batch(SIZE)[0]), list)
+
+
+def test_anchors_on_true_strides_cover_the_image() -> None:
+    assert tuple(4.0 * s for s in STRIDES) == DEFAULT_BASE_SIZES
+    size = 300  # ceil-mode grids 75, 38, 19, 10, 5: torchvision would use strides 4, 7, 15, ...
+    model = build(
+        "retinanet_gconv", input_size=size, width=0.0625, anchor_scales=(1.0,), anchor_ratios=(1.0,)
+    )
+    images = torch.zeros(1, 12, size, size)
+    feats = list(model.retina.backbone(images).values())
+    anchors = model.retina.anchor_generator(ImageList(images, [(size, size)]), feats)[0]
+    per_level = anchors.split([f.shape[-1] ** 2 for f in feats])
+    for level, stride in zip(per_level, STRIDES, strict=True):
+        centres = (level[:, :2] + level[:, 2:]) / 2
+        assert centres.min().item() == pytest.approx(stride / 2)
+        assert centres.max().item() > size - stride  # the last cell reaches the image border
+        side = (level[:, 2] - level[:, 0]).unique()
+        assert side.tolist() == [pytest.approx(4.0 * stride)]
