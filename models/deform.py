@@ -4,12 +4,13 @@
 ``torchvision.ops.deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)``
 (same offset/mask layout, same zero-outside bilinear sampling) but is built for speed on a GPU:
 
-* the input is laid out channels-last as a table of ``[B * offset_groups * H * W, C/og]`` rows;
-  the 4 bilinear corners of every (location, offset group, kernel tap) are fetched with one
-  ``F.embedding`` row gather (contiguous channel vectors, coalesced; its backward is the fused
-  embedding-backward kernel instead of per-element atomics);
-* corner weights, validity and the modulation mask are folded into one weight per corner, so
-  the sampled columns ``[B * L, og * K * C/og]`` are formed with one multiply-add;
+* the input is laid out channels-last as a table of ``[B * offset_groups * H * W, C/og]`` rows,
+  so every bilinear corner of a (location, offset group, kernel tap) is one contiguous channel
+  vector (coalesced row gathers instead of grid_sample's strided per-channel reads);
+* corner weights, validity and the modulation mask are folded into one weight per corner;
+  :class:`_BilinearGather` forms the sampled columns ``[B * L, og * K * C/og]`` corner by
+  corner and saves only indices and weights for backward (it gathers again there) - nothing of
+  the 4x corner tensor is kept; table gradients accumulate in fp32 with ``index_add_``;
 * the convolution itself is one (grouped) matmul that runs in bf16 under autocast.
 
 The DC module (paper section IV-C, Fig. 2 right) concatenates the feature map with the SA gate
@@ -32,15 +33,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 
 def _bilinear_rows(
-    offset: Tensor, batch: int, og: int, kernel: tuple[int, int], height: int, width: int,
-    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+    offset: Tensor,
+    batch: int,
+    og: int,
+    kernel: tuple[int, int],
+    height: int,
+    width: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
     mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Row indices ``[B, L, og, K, 4]`` into the channels-last table and their weights."""
+    """Row indices ``[4, B, L, og, K]`` (corner-major) into the channels-last table, and weights."""
     kh, kw = kernel
     k = kh * kw
     ho, wo = offset.shape[-2:]
@@ -76,9 +85,43 @@ def _bilinear_rows(
             weight = weight * mod
         rows.append(group_base + yy.clamp(0, height - 1) * width + xx.clamp(0, width - 1))
         weights.append(weight)
-    return torch.stack(rows, -1).reshape(batch, ho * wo, og, k, 4), torch.stack(
-        weights, -1
-    ).reshape(batch, ho * wo, og, k, 4)
+    shape = (4, batch, ho * wo, og, k)
+    return torch.stack(rows).reshape(shape), torch.stack(weights).reshape(shape)
+
+
+class _BilinearGather(torch.autograd.Function):
+    """``out[..., :] = sum_j weights[j, ...] * table[rows[j, ...], :]`` (4 bilinear corners)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(table, rows, weights)
+        out = None
+        for j in range(rows.shape[0]):
+            term = F.embedding(rows[j], table) * weights[j, ..., None]
+            out = term if out is None else out.add_(term)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None]:
+        table, rows, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            acc = torch.zeros(
+                table.shape,
+                dtype=torch.promote_types(table.dtype, torch.float32),
+                device=table.device,
+            )
+            flat = grad.reshape(-1, table.shape[1])
+            for j in range(rows.shape[0]):
+                src = flat * weights[j].reshape(-1, 1)
+                acc.index_add_(0, rows[j].reshape(-1), src.to(acc.dtype))
+            grad_table = acc.to(table.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.stack(
+                [(F.embedding(rows[j], table) * grad).sum(-1) for j in range(rows.shape[0])]
+            )
+        return grad_table, None, grad_weights
 
 
 def modulated_deform_conv2d(
@@ -116,13 +159,20 @@ def modulated_deform_conv2d(
         dtype = torch.get_autocast_dtype(input.device.type)
     coord = torch.promote_types(offset.dtype, torch.float32)  # bf16 coordinates are too coarse
     rows, corner_w = _bilinear_rows(
-        offset.to(coord), b, og, (kh, kw), h, w, stride, padding, dilation,
+        offset.to(coord),
+        b,
+        og,
+        (kh, kw),
+        h,
+        w,
+        stride,
+        padding,
+        dilation,
         None if mask is None else mask.to(coord),
     )
     cg = c // og
     table = input.to(dtype).reshape(b, og, cg, h * w).permute(0, 1, 3, 2).reshape(-1, cg)
-    gathered = F.embedding(rows, table)  # [B, L, og, K, 4, cg]
-    cols = (gathered * corner_w.to(dtype).unsqueeze(-1)).sum(-2)  # [B, L, og, K, cg]
+    cols = _BilinearGather.apply(table, rows, corner_w.to(dtype))  # [B, L, og, K, cg]
 
     # arrange columns and weights as [groups, ..., K * channels-in-group]
     wt = weight.to(dtype).reshape(groups, out_ch // groups, c_per_group, k)
