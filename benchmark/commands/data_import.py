@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=FIXED_PHASE,
         help="phase the lesion masks were drawn on when nothing else says (default: %(default)s)",
     )
-    imp.add_argument("--name", help="cohort name (default: the SRC folder name)")
+    imp.add_argument("--name", help="cohort name (default: the --out folder name)")
     imp.add_argument(
         "--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)"
     )

@@ -133,7 +133,7 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     splits = assign_splits(patients, options.seed) if patients else {}
     writer = CohortWriter(
         out,
-        name=options.name or src.resolve().name,
+        name=options.name or out.resolve().name,
         kind="imported",
         params=options.params(src),
         provenance={"source": str(src.resolve()), "importer": "benchmark.importer"},
