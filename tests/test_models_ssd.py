@@ -27,6 +27,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
 ABLATIONS = [
     "gssd_pp_no_phase_offsets",
     "gssd_pp_no_dc",
@@ -365,3 +367,28 @@ def test_deterministic_with_seed():
     (l1, s1), (l2, s2) = run(), run()
     assert all(torch.equal(l1[k], l2[k]) for k in l1)
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_deform_conv_under_bf16_autocast():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 9)
+    offset = 2 * torch.randn(2, 2 * 4 * 9, 9, 9)
+    mask = torch.rand(2, 4 * 9, 9, 9)
+    weight = torch.randn(8, 4, 3, 3)
+    ref = torchvision.ops.deform_conv2d(x, offset, weight, None, 1, 1, 1, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = modulated_deform_conv2d(x, offset, weight, None, 1, 1, 1, mask)
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
+
+
+def test_gssd_pp_trains_under_bf16_autocast():
+    torch.manual_seed(0)
+    net = small("gssd_pp", input_size=96).train()
+    images, targets = batch(size=96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = net(images, targets)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+    assert torch.isfinite(net.dc.offset_predictor.weight.grad).all()
+    assert net.dc.offset_predictor.weight.grad.abs().sum() > 0
