@@ -143,68 +143,88 @@ class Anatomy:
 
     # ------------------------------------------------------------------ moving parts
 
-    def visceral_labels(self, qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of the inside-of-wall anatomy at flat points (mm); also the liver mask."""
-        lo = np.array([qz.min(), qy.min(), qx.min()]) if qz.size else np.zeros(3)
-        hi = np.array([qz.max(), qy.max(), qx.max()]) if qz.size else np.zeros(3)
+    def visceral_labels(
+        self,
+        qz: np.ndarray,
+        qy: np.ndarray,
+        qx: np.ndarray,
+        rows: np.ndarray | None = None,
+        slack: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of the inside-of-wall anatomy at flat points (mm); also the liver mask.
+
+        ``rows`` (optional, ascending) are y values with ``|qy - rows| <= slack``: the
+        unwarped rows of raster-ordered points; they let each shape look at a window only.
+        """
+        n = qz.size
+        lo = np.array([qz.min(), qy.min(), qx.min()]) if n else np.zeros(3)
+        hi = np.array([qz.max(), qy.max(), qx.max()]) if n else np.zeros(3)
         labels = np.full(qz.shape, Tissue.FAT, np.uint8)
 
-        def paint_ellipsoid(shape: Ellipsoid, tissue: int, where: np.ndarray | None = None) -> np.ndarray:
-            hit = np.zeros(qz.shape, bool)
-            if overlaps(shape.bbox, lo, hi):
-                box = in_box(shape.bbox, qz, qy, qx)
-                if where is not None:
-                    box &= where
-                idx = np.nonzero(box)[0]
-                inside = shape.radius(qz[idx], qy[idx], qx[idx]) < 1.0
-                hit[idx[inside]] = True
-                labels[hit] = tissue
+        def candidates(bbox: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+            if not n or not overlaps(bbox, lo, hi):
+                return np.zeros(0, np.intp)
+            i0, i1 = 0, n
+            if rows is not None:
+                i0 = int(np.searchsorted(rows, rows.dtype.type(bbox[0, 1] - slack), "left"))
+                i1 = int(np.searchsorted(rows, rows.dtype.type(bbox[1, 1] + slack), "right"))
+            win = slice(i0, i1)
+            box = in_box(bbox, qz[win], qy[win], qx[win])
+            if where is not None:
+                box &= where[win]
+            return np.nonzero(box)[0] + i0
+
+        def paint(shape: Ellipsoid, tissue: int, where: np.ndarray | None = None) -> np.ndarray:
+            idx = candidates(shape.bbox, where)
+            idx = idx[shape.radius(qz[idx], qy[idx], qx[idx]) < 1.0]
+            labels[idx] = tissue
+            hit = np.zeros(n, bool)
+            hit[idx] = True
             return hit
+
+        def shrunk(shape: Ellipsoid, by: float) -> Ellipsoid:
+            return Ellipsoid(shape.center, tuple(a - by for a in shape.axes), shape.angle, shape.deform)
 
         zt, curv, dx0, dy0 = self.dome
         lung = qz > zt - curv * ((qx - dx0) ** 2 + (qy - dy0) ** 2)
         labels[lung] = Tissue.LUNG
         below = ~lung
         for loop, air in self.bowel:
-            hit = paint_ellipsoid(loop, Tissue.BOWEL_WALL, below)
-            inner = Ellipsoid(loop.center, tuple(a - 2.5 for a in loop.axes), loop.angle, loop.deform)
-            content = paint_ellipsoid(inner, Tissue.FLUID, hit)
+            content = paint(shrunk(loop, 2.5), Tissue.FLUID, paint(loop, Tissue.BOWEL_WALL, below))
             if air:
                 labels[content & (qy < loop.center[1])] = Tissue.AIR
-        hit = paint_ellipsoid(self.stomach, Tissue.BOWEL_WALL, below)
-        s = self.stomach
-        inner = Ellipsoid(s.center, tuple(a - 4.0 for a in s.axes), s.angle, s.deform)
-        content = paint_ellipsoid(inner, Tissue.FLUID, hit)
+        wall = paint(self.stomach, Tissue.BOWEL_WALL, below)
+        content = paint(shrunk(self.stomach, 4.0), Tissue.FLUID, wall)
         labels[content & (qy < self.stomach_level)] = Tissue.AIR
-        paint_ellipsoid(self.spleen, Tissue.SPLEEN, below)
-        liver = np.zeros(qz.shape, bool)
+        paint(self.spleen, Tissue.SPLEEN, below)
+        liver = np.zeros(n, bool)
         for lobe in self.liver:
-            liver |= paint_ellipsoid(lobe, Tissue.LIVER, below)
-        paint_ellipsoid(self.gallbladder, Tissue.FLUID, liver)
+            liver |= paint(lobe, Tissue.LIVER, below)
+        paint(self.gallbladder, Tissue.FLUID, liver)
         for kidney in self.kidneys:
-            hit = paint_ellipsoid(kidney, Tissue.KIDNEY_CORTEX, below)
+            hit = paint(kidney, Tissue.KIDNEY_CORTEX, below)
             core = Ellipsoid(kidney.center, tuple(0.62 * a for a in kidney.axes), kidney.angle, kidney.deform)
-            paint_ellipsoid(core, Tissue.KIDNEY_MEDULLA, hit)
+            paint(core, Tissue.KIDNEY_MEDULLA, hit)
         ay, ax, ar = self.aorta
-        labels[(qy - ay) ** 2 + (qx - ax) ** 2 < ar * ar] = Tissue.AORTA
+        idx = candidates(np.array([[-np.inf, ay - ar, ax - ar], [np.inf, ay + ar, ax + ar]]))
+        labels[idx[(qy[idx] - ay) ** 2 + (qx[idx] - ax) ** 2 < ar * ar]] = Tissue.AORTA
         iy, ix, iry, irx, itop = self.ivc
-        labels[(((qy - iy) / iry) ** 2 + ((qx - ix) / irx) ** 2 < 1.0) & (qz < itop)] = Tissue.IVC
+        idx = candidates(np.array([[-np.inf, iy - iry, ix - irx], [itop, iy + iry, ix + irx]]))
+        labels[idx[((qy[idx] - iy) / iry) ** 2 + ((qx[idx] - ix) / irx) ** 2 < 1.0]] = Tissue.IVC
         liver &= labels == Tissue.LIVER
         trunk, *branches = self.portal_veins
         vessels = [(trunk, Tissue.PORTAL_VEIN, below)]
         vessels += [(t, Tissue.HEPATIC_VEIN, liver) for t in self.hepatic_veins]
         vessels += [(t, Tissue.PORTAL_VEIN, liver) for t in branches]
         for tube, tissue, where in vessels:
-            if not overlaps(tube.bbox, lo, hi):
-                continue
-            idx = np.nonzero(in_box(tube.bbox, qz, qy, qx) & where)[0]
-            hit = idx[tube.inside(qz[idx], qy[idx], qx[idx])]
-            labels[hit] = tissue
+            idx = candidates(tube.bbox, where)
+            labels[idx[tube.inside(qz[idx], qy[idx], qx[idx])]] = tissue
         if self.lesion is not None:
-            lesion = self.lesion.labels(qz, qy, qx)
-            inside = lesion > 0
-            labels[inside] = lesion[inside]
-            liver |= inside
+            idx = candidates(self.lesion.shape.bbox)
+            lesion = self.lesion.labels(qz[idx], qy[idx], qx[idx])
+            idx = idx[lesion > 0]
+            labels[idx] = lesion[lesion > 0]
+            liver[idx] = True
         return labels, liver
 
 
@@ -229,7 +249,7 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
     cbx, cby = wall.cavity_axes
     cy = wall.cy
     rv = float(u(17, 22))
-    spine_y = cy + cby + wall.muscle - 3.35 * rv
+    spine_y = cy + wall.by - 0.5 * wall.fat - 3.3 * rv  # posterior fat is thinner
     ribs = tuple(
         (float(a), float(u(0, RIB_PERIOD_MM)))
         for a in np.deg2rad(np.r_[np.linspace(-45, 55, 5), np.linspace(125, 225, 5)])

@@ -75,9 +75,10 @@ def _render(
             d = disp[k][cavity]
             dz, dy, dx = d[:, 0], d[:, 1], d[:, 2]
         qy, qx = py + dy, px + dx
+        slack = float(np.abs(dy).max()) if dy.size else 0.0
         plane = static[k].copy()
         for s, offset in enumerate(offsets):
-            vis, liv = anatomy.visceral_labels(z[k] + np.float32(offset) + dz, qy, qx)
+            vis, liv = anatomy.visceral_labels(z[k] + np.float32(offset) + dz, qy, qx, py, slack)
             plane[cavity] = vis
             hu[k] += lut[plane]
             if s == centre:
