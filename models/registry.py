@@ -62,11 +62,13 @@ def register_model(
 
 
 def load_builtin_and_plugins() -> None:
-    """Import the built-in model modules and every ``phasebench.models`` entry point once."""
+    """Import the built-in model modules and every ``phasebench.models`` entry point once.
+
+    A plugin that fails to import raises (naming the entry point) every time, not just once.
+    """
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -77,6 +79,7 @@ def load_builtin_and_plugins() -> None:
                 f"model plugin {ep.name!r} ({ep.value}) from entry point group "
                 f"{ENTRY_POINT_GROUP!r} failed to load: {err}"
             ) from err
+    _loaded = True
 
 
 def load_module(module: str) -> None:
