@@ -17,6 +17,7 @@ import slow_detector  # noqa: F401  (registers ``slow_tiny_test``)
 import tiny_detector  # noqa: F401  (registers ``tiny_test``)
 import torch
 from conftest import REPO
+from fake_units import fake_unit
 from shift_backend import ShiftBackend
 from tiny_cohort import make_cohort
 
@@ -190,10 +191,24 @@ def test_failed_unit_is_reported_and_the_others_go_on(cohort, tmp_path):
     assert failed == [units[0]]
     report = next(line for line in lines if "FAILED" in line)
     bad_log = runner.unit_dir(units[0]) / UNIT_LOG
-    assert str(bad_log) in report and "Error" in report
+    assert str(bad_log) in report and "TrainingError" in report
     assert "Traceback" in bad_log.read_text()
     assert (runner.unit_dir(units[1]) / "metrics.json").exists()
-    assert "1 failed" in lines[-1] and "1 trained" in lines[-1]
+    assert "1 trained, 0 skipped, 1 failed" in lines[-1]
+
+
+def test_local_executor_runs_one_process_per_gpu(tmp_path):
+    units = [{"runs": str(tmp_path), "cohort_name": "c", "variant": "unregistered",
+              "model": "m", "seed": s, "fail": s == 2} for s in range(5)]
+    lines: list[str] = []
+    failed = LocalExecutor(gpus=[0, 1], unit=fake_unit).run_units(units, lines.append)
+    assert failed == [units[2]]
+    assert "FAILED (ValueError: this unit was told to fail); log: " in "".join(lines)
+    done = [json.loads((runner.unit_dir(c) / "metrics.json").read_text())
+            for c in units if c not in failed]
+    assert {d["gpu"] for d in done} == {"0", "1"}  # both GPUs used, one process each
+    assert len({d["pid"] for d in done}) == 2 and os.getpid() not in {d["pid"] for d in done}
+    assert "4 trained, 0 skipped, 1 failed" in lines[-1]
 
 
 def test_lock_refuses_a_second_live_writer_and_frees_on_death(tmp_path):

@@ -19,19 +19,27 @@ class LocalExecutor:
     GPU trains one unit at a time, pinned to its GPU by ``CUDA_VISIBLE_DEVICES`` (so
     ``train.device`` ``auto``/``cuda`` means that GPU); with one GPU or none the units run one
     after another in this process. Registration stays with ``register_variant``'s own
-    ``--workers`` processes (this executor is not ``remote``).
+    ``--workers`` processes (this executor is not ``remote``). ``unit`` is the function run per
+    unit config (default :func:`~benchmark.executors.units.train_unit`; importable by name, as
+    the GPU processes receive it by reference).
     """
 
     name = "local"
     remote = False
 
-    def __init__(self, model_modules: Sequence[str] = (), gpus: Sequence[int] | None = None):
+    def __init__(
+        self,
+        model_modules: Sequence[str] = (),
+        gpus: Sequence[int] | None = None,
+        unit: Callable[..., UnitOutcome] = train_unit,
+    ):
         if gpus is None:
             import torch
 
             gpus = range(torch.cuda.device_count())
         self.gpus = [int(g) for g in gpus]
         self.model_modules = tuple(model_modules)
+        self.unit = unit
 
     def run_units(
         self, configs: Sequence[dict[str, Any]], report: Callable[[str], None] = print
@@ -60,7 +68,7 @@ class LocalExecutor:
         for config in todo:
             progress.on_started(label(config))
             try:
-                outcome = train_unit(config, self.model_modules)
+                outcome = self.unit(config, self.model_modules)
             except Exception as err:  # reported with its log; the other units go on
                 progress.on_failed(label(config), log_path(config), reason(err))
                 failed.append(config)
@@ -79,7 +87,7 @@ class LocalExecutor:
             slots, mp_context=context, initializer=_pin_gpu, initargs=(free,)
         ) as pool:
             futures: dict[Future, dict[str, Any]] = {
-                pool.submit(train_unit, config, self.model_modules): config for config in todo
+                pool.submit(self.unit, config, self.model_modules): config for config in todo
             }
             queued = list(todo)
             for config in queued[:slots]:

@@ -54,9 +54,12 @@ def unit_log(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     with open(path, "a", buffering=1) as stream:
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         stream.write(
             f"=== attempt on {socket.gethostname()} pid {os.getpid()} at "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n"
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}"
+            + ("" if gpus is None else f" CUDA_VISIBLE_DEVICES={gpus}")
+            + " ===\n"
         )
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
