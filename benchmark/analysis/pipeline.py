@@ -98,7 +98,10 @@ def analyze_runs(
         pub = published.load_table("S2", pub_root)
         bars = pd.concat([bars, pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)])
     if bars.empty:
-        result.missing.append("Fig. 5: no model has both an unregistered and a registered run")
+        result.missing.append(
+            "Fig. 5: no model has all eight sensitivities of the average (needs unregistered and "
+            "registered runs, and registered AP > 0 where eq. 6 divides by it)"
+        )
     else:
         result.figures += figures.fig5(bars, result.out / "fig5", labels)
     _missing_models(result, runs, pub_root)

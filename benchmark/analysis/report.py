@@ -92,7 +92,7 @@ def write_report(
     parts += ["<h2>Timing</h2>", _table(_timing(runs))]
     parts += ["<h2>Run configurations</h2>"] + [
         f"<details><summary>{html.escape(f'{r.variant} / {r.model} / seed{r.seed}')}</summary>"
-        f"<pre>{html.escape(json.dumps(r.config, indent=2, sort_keys=True))}</pre></details>"
+        f"<pre>{html.escape(json.dumps(r.config, indent=2, sort_keys=True), quote=False)}</pre></details>"
         for r in runs.runs
     ]
     parts += ["<h2>Software</h2>", _table(_versions())]
