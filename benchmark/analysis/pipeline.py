@@ -194,7 +194,8 @@ def compare(
         ranks.append(frame)
         if not (frame["source"] == "yours").any():
             result.missing.append(
-                f"{model}: no {reg} sensitivity (needs unregistered and {reg} runs)"
+                f"{model}: no average {reg} sensitivity (needs unregistered and {reg} runs "
+                f"and all eight {reg} AP > 0)"
             )
     rank = pd.concat(ranks, ignore_index=True)
     result.tables["rank"] = rank
