@@ -22,7 +22,9 @@ def point_form(boxes: Tensor) -> Tensor:
 
 def encode(matched: Tensor, priors: Tensor, variances: tuple[float, float] = VARIANCES) -> Tensor:
     """Point-form boxes ``[P, 4]`` matched to each prior -> offsets ``[P, 4]``."""
-    centre = ((matched[:, :2] + matched[:, 2:]) / 2 - priors[:, :2]) / (variances[0] * priors[:, 2:])
+    centre = ((matched[:, :2] + matched[:, 2:]) / 2 - priors[:, :2]) / (
+        variances[0] * priors[:, 2:]
+    )
     wh = (matched[:, 2:] - matched[:, :2]).clamp(min=1e-6)  # a degenerate box must not give -inf
     size = torch.log(wh / priors[:, 2:]) / variances[1]
     return torch.cat([centre, size], 1)

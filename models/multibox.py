@@ -17,9 +17,7 @@ from torchvision.ops import box_iou, nms
 from models.box_coder import decode, encode, point_form
 
 
-def match(
-    gt_boxes: Tensor, priors: Tensor, threshold: float = 0.5
-) -> tuple[Tensor, Tensor]:
+def match(gt_boxes: Tensor, priors: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
     """Regression targets ``[P, 4]`` and labels ``[P]`` (0 = background, 1 = lesion).
 
     ``gt_boxes`` are point-form ``[N, 4]`` relative to the input (may be empty).

@@ -193,10 +193,8 @@ class SSDDetector(Detector):
 
     def head_outputs(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``loc [B, P, 4]`` and ``conf [B, P, 2]`` in prior order."""
-        if images.ndim != 4 or images.shape[1] != IN_CHANNELS or images.shape[-2:] != (
-            self.input_size,
-            self.input_size,
-        ):
+        expected = (IN_CHANNELS, self.input_size, self.input_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(
                 f"expected images [B, {IN_CHANNELS}, {self.input_size}, {self.input_size}], "
                 f"got {tuple(images.shape)}"
@@ -245,26 +243,50 @@ _GSSD = {"groups": 4, "channel_fusion": True}
 _GSSD_PP = {**_GSSD, "sa_base": True, "sa_fusion": True, "dc": True, "sa_pool": 1}
 
 MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
-    "ssd": ("I", "SSD [23]", "SSD300-VGG16, 12 channels as one stream",
-            {"groups": 1, "channel_fusion": False}),
+    "ssd": (
+        "I",
+        "SSD [23]",
+        "SSD300-VGG16, 12 channels as one stream",
+        {"groups": 1, "channel_fusion": False},
+    ),
     "gssd": ("I", "GSSD [15]", "grouped SSD300 (4 phase groups) + 1x1 channel fusion", _GSSD),
-    "gssd_portal": ("I", "GSSD [15] (Portal Only)", "GSSD fed the portal phase (channels 6:9)",
-                    {"groups": 1, "channel_fusion": True, "input_channels": PORTAL_CHANNELS}),
+    "gssd_portal": (
+        "I",
+        "GSSD [15] (Portal Only)",
+        "GSSD fed the portal phase (channels 6:9)",
+        {"groups": 1, "channel_fusion": True, "input_channels": PORTAL_CHANNELS},
+    ),
     "gssd_pp": ("I", "GSSD++ (ours)", "GSSD + SA@base + SA@fusion + DC at conv4_3", _GSSD_PP),
-    "gssd_pp_no_phase_offsets": ("III", "GSSD++ w/o Phase-wise Offsets",
-                                 "GSSD++ with one offset group in the DC module",
-                                 {**_GSSD_PP, "dc_phase_wise_offsets": False}),
-    "gssd_pp_no_dc": ("III", "GSSD++ w/o DC Module", "GSSD++ without the DC module",
-                      {**_GSSD_PP, "dc": False}),
-    "gssd_pp_no_sa_base": ("III", "GSSD++ w/o SA Modules@Base",
-                           "GSSD++ without SA after the trunk sources (DC sees no gate map)",
-                           {**_GSSD_PP, "sa_base": False}),
-    "gssd_pp_no_sa_fusion": ("III", "GSSD++ w/o SA Modules@Fusion",
-                             "GSSD++ without SA before the 1x1 fusion",
-                             {**_GSSD_PP, "sa_fusion": False}),
-    "gssd_pp_no_interphase": ("III", "GSSD++ w/o Interphase Attention",
-                              "GSSD++ with grouped (per-phase) SA modules",
-                              {**_GSSD_PP, "sa_groups": 4}),
+    "gssd_pp_no_phase_offsets": (
+        "III",
+        "GSSD++ w/o Phase-wise Offsets",
+        "GSSD++ with one offset group in the DC module",
+        {**_GSSD_PP, "dc_phase_wise_offsets": False},
+    ),
+    "gssd_pp_no_dc": (
+        "III",
+        "GSSD++ w/o DC Module",
+        "GSSD++ without the DC module",
+        {**_GSSD_PP, "dc": False},
+    ),
+    "gssd_pp_no_sa_base": (
+        "III",
+        "GSSD++ w/o SA Modules@Base",
+        "GSSD++ without SA after the trunk sources (DC sees no gate map)",
+        {**_GSSD_PP, "sa_base": False},
+    ),
+    "gssd_pp_no_sa_fusion": (
+        "III",
+        "GSSD++ w/o SA Modules@Fusion",
+        "GSSD++ without SA before the 1x1 fusion",
+        {**_GSSD_PP, "sa_fusion": False},
+    ),
+    "gssd_pp_no_interphase": (
+        "III",
+        "GSSD++ w/o Interphase Attention",
+        "GSSD++ with grouped (per-phase) SA modules",
+        {**_GSSD_PP, "sa_groups": 4},
+    ),
 }
 
 for _name, (_table, _row, _desc, _defaults) in MODELS.items():

@@ -58,8 +58,14 @@ def conv_bn_relu(
     if padding is None:
         padding = dilation * (kernel_size // 2)
     conv = nn.Conv2d(
-        in_ch, out_ch, kernel_size, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, bias=False,
+        in_ch,
+        out_ch,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # no pretraining
     return nn.Sequential(conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
