@@ -138,6 +138,11 @@ def test_dicom_seg_equals_nrrd(real_ct, tmp_path):
         "1",
     ]
     assert main(args) == 0
+    skipped = {
+        item["item"]: item["reason"]
+        for item in json.loads((out / "import_report.json").read_text())["skipped"]
+    }
+    assert "looks like a mask" in skipped[str(folder / "liver_seg.nrrd")] and seg not in skipped
     patient = Cohort(out).load("99000")
     np.testing.assert_array_equal(patient.phases["portal"], hu)
     assert dice(from_nrrd, patient.liver["portal"]) == 1.0

@@ -123,6 +123,14 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     }
     found = dicom.scan(src)
     skipped: list[dict[str, str]] = [{"item": f, "reason": r} for f, r in found.ignored]
+    skipped += [
+        {
+            "item": str(seg),
+            "reason": "DICOM SEG: used only when given with --lesion-masks/--liver-masks",
+        }
+        for seg in found.segmentations
+        if seg.resolve() not in mask_paths
+    ]
     candidates = _candidates(src, found, mask_paths, skipped)
     images = [e for e in entries if e.role == "image"]
     claimed = {c.key for c in candidates for e in images if c.matches(e.source, src)}
