@@ -200,6 +200,23 @@ def test_sa_with_sigma_zero_is_identity(groups, pool):
     assert gate.shape == (2, 16, 7, 7)
 
 
+def test_sa_follows_the_paper_equations():
+    """beta = softmax_i(q^T k) without scaling, keys/values pooled by D, y = x + sigma Wo g."""
+    torch.manual_seed(0)
+    sa = SelfAttention(16, pool=2).eval()
+    with torch.no_grad():
+        sa.sigma.fill_(0.7)
+    x = torch.randn(1, 16, 6, 6, dtype=torch.float32)
+    y, gate = sa(x, return_gate=True)
+    q = sa.query(x).flatten(2)[0]  # [C/8, N]
+    pooled = F.avg_pool2d(x, 2)
+    k, v = sa.key(pooled).flatten(2)[0], sa.value(pooled).flatten(2)[0]  # [C/8, N/4], [C/2, N/4]
+    beta = torch.softmax(q.T @ k, dim=1)  # [N, N/4]: each location over the pooled locations
+    g = (v @ beta.T).view(1, 8, 6, 6)
+    torch.testing.assert_close(gate, g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, x + 0.7 * sa.out(g), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("groups,exchanges", [(1, True), (4, False)])
 def test_sa_interphase_exchange(groups, exchanges):
     torch.manual_seed(0)
