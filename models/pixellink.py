@@ -103,7 +103,11 @@ class PixelLink(Detector):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in dc_ids]
         return [
             {"params": rest, "lr": lr},
-            {"params": [p for p in self.dc.parameters() if p.requires_grad], "lr": 0.1 * lr},
+            {
+                "params": [p for p in self.dc.parameters() if p.requires_grad],
+                "lr": 0.1 * lr,
+                "name": "dc",
+            },
         ]
 
     def score_maps(self, images: Tensor) -> Tensor:
