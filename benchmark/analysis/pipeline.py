@@ -173,11 +173,12 @@ def compare(
     ap = ap[ap["model"] == model]
     labels = model_labels([model], pub_root)
     mine_label = f"{labels.get(model, model)} (yours)"
-    labels[model] = mine_label
+    yours = f"{model} (yours)"  # a key of its own: the model may be one of the paper's
+    labels[yours] = mine_label
     pub_s2 = published.load_table("S2", pub_root)
     pub_avg = pub_s2[pub_s2["metric"] == AVERAGE[1]]
     sens = sensitivity_frame(ap)
-    mine = sens[sens["metric"] == AVERAGE[1]]
+    mine = sens[sens["metric"] == AVERAGE[1]].assign(model=yours)
     ranks = []
     for reg in REGISTRATIONS:
         rows = [
@@ -227,7 +228,7 @@ def compare(
             mine.assign(source="published (Table S2) and yours"),
         ]
     )
-    result.figures += figures.fig5(bars, result.out / f"fig5_{model}", labels, highlight=model)
+    result.figures += figures.fig5(bars, result.out / f"fig5_{model}", labels, highlight=yours)
     _finish(result)
     return result
 
