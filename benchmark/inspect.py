@@ -62,7 +62,9 @@ def summarize(cohort: Cohort) -> dict[str, Any]:
         "shape_yx": first.get("shape", [0, 0, 0])[1:],
         "spacing_mm": first.get("spacing"),
         "lesion_diameter_cm": _stats(diameters),
-        "lesion_phases": dict(Counter(cohort.record(pid)["lesion_phase"] for pid in cohort.patient_ids)),
+        "lesion_phases": dict(
+            Counter(cohort.record(pid)["lesion_phase"] for pid in cohort.patient_ids)
+        ),
         "liver_dice_to_portal": {p: _stats(v) for p, v in dice.items() if v},
     }
 
@@ -132,12 +134,22 @@ def show(cohort: Cohort, patient_id: str, out: str | Path, z: int | None = None)
             ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
         for x0, y0, x1, y1 in boxes:
             ax.add_patch(
-                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="yellow", linewidth=0.8)
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    edgecolor="yellow",
+                    linewidth=0.8,
+                )
             )
         marker = " (mask)" if phase == patient.lesion_phase else ""
         ax.set_title(f"{phase}{marker}", fontsize=10)
         ax.set_axis_off()
-    fig.suptitle(f"{patient_id}  slice {z}/{depth - 1}  window {WINDOW_HU[0]:.0f}..{WINDOW_HU[1]:.0f} HU", fontsize=10)
+    fig.suptitle(
+        f"{patient_id}  slice {z}/{depth - 1}  window {WINDOW_HU[0]:.0f}..{WINDOW_HU[1]:.0f} HU",
+        fontsize=10,
+    )
     fig.tight_layout()
     out = Path(out)
     try:
@@ -148,4 +160,3 @@ def show(cohort: Cohort, patient_id: str, out: str | Path, z: int | None = None)
     finally:
         plt.close(fig)
     return out
-

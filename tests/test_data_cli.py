@@ -27,14 +27,25 @@ def cohort_dir(tmp_path_factory) -> Path:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_synth_writes_a_complete_cohort(cohort_dir, capsys):
     cohort = Cohort(cohort_dir)
     assert cohort.patient_ids == ["phantom0000", "phantom0001", "phantom0002"]
     assert sorted(cohort.manifest["params"]) == sorted(
-        ["patients", "seed", "generator_version", "size", "slices", "motion_mm", "noise_hu", "z_subsamples"]
+        [
+            "patients",
+            "seed",
+            "generator_version",
+            "size",
+            "slices",
+            "motion_mm",
+            "noise_hu",
+            "z_subsamples",
+        ]
     )
     assert not (cohort_dir / PARTIAL_MARKER).exists()
     assert {cohort.record(p)["split"] for p in cohort.patient_ids} == {"train", "val", "test"}
@@ -56,10 +67,27 @@ def test_info_text_and_json(cohort_dir, capsys):
 
 def test_show_writes_png(cohort_dir, tmp_path, capsys):
     out = tmp_path / "fig" / "slice.png"
-    assert main(["data", "show", str(cohort_dir), "--patient", "phantom0001", "--out", str(out)]) == 0
+    assert (
+        main(["data", "show", str(cohort_dir), "--patient", "phantom0001", "--out", str(out)]) == 0
+    )
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert main(["data", "show", str(cohort_dir), "--patient", "phantom0001", "--slice", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "show",
+                str(cohort_dir),
+                "--patient",
+                "phantom0001",
+                "--slice",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert not [p for p in out.parent.iterdir() if p.name != "slice.png"], "no temporary files left"
 
 

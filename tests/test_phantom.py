@@ -133,7 +133,9 @@ def test_jacobian_positive_even_at_large_motion(sim):
 
 def _arterial_dice(motion_mm: float, patients: int = 5) -> float:
     config = PhantomConfig(size=96, slices=40, motion_mm=motion_mm, z_subsamples=1)
-    values = [mean_nonzero(liver_dice(make_patient(i, 7, config))["arterial"]) for i in range(patients)]
+    values = [
+        mean_nonzero(liver_dice(make_patient(i, 7, config))["arterial"]) for i in range(patients)
+    ]
     return float(np.mean(values))
 
 
@@ -179,6 +181,11 @@ def test_same_seed_identical_bytes_whatever_the_workers(tmp_path):
     digest = _digest(one.root)
     assert digest == _digest(two.root)
     other = synthesize(tmp_path / "c", 3, 6, config, progress=False)
-    assert _digest(other.root)["patients/phantom0000/portal.nii.gz"] != digest["patients/phantom0000/portal.nii.gz"]
+    assert (
+        _digest(other.root)["patients/phantom0000/portal.nii.gz"]
+        != digest["patients/phantom0000/portal.nii.gz"]
+    )
     loaded = one.load("phantom0001", displacement=True)
-    assert loaded.phases["arterial"].shape == (4, 48, 48) and set(loaded.displacement) == set(PHASES)
+    assert loaded.phases["arterial"].shape == (4, 48, 48) and set(loaded.displacement) == set(
+        PHASES
+    )

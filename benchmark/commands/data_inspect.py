@@ -18,8 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per-phase liver Dice to portal (per slice, mean over non-zero slices) where liver masks exist.",
     )
     info.add_argument("cohort", type=Path, metavar="COHORT", help="cohort folder")
-    info.add_argument("--variant", default="unregistered",
-                      help="registered variant to summarise (default: %(default)s)")
+    info.add_argument(
+        "--variant",
+        default="unregistered",
+        help="registered variant to summarise (default: %(default)s)",
+    )
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=run_info)
 
@@ -31,11 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     show.add_argument("cohort", type=Path, metavar="COHORT", help="cohort folder")
     show.add_argument("--patient", required=True, metavar="ID", help="patient id (see 'data info')")
-    show.add_argument("--slice", type=int, metavar="Z",
-                      help="axial slice index (default: the slice with the largest lesion area)")
+    show.add_argument(
+        "--slice",
+        type=int,
+        metavar="Z",
+        help="axial slice index (default: the slice with the largest lesion area)",
+    )
     show.add_argument("--out", type=Path, required=True, metavar="PNG", help="image file to write")
-    show.add_argument("--variant", default="unregistered",
-                      help="registered variant to draw (default: %(default)s)")
+    show.add_argument(
+        "--variant",
+        default="unregistered",
+        help="registered variant to draw (default: %(default)s)",
+    )
     show.set_defaults(func=run_show)
 
 

@@ -55,19 +55,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="cohort folder to write")
-    parser.add_argument("--patients", type=_int_at_least(1), required=True, metavar="N", help="number of patients")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="cohort folder to write"
+    )
+    parser.add_argument(
+        "--patients", type=_int_at_least(1), required=True, metavar="N", help="number of patients"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--size", type=_int_at_least(32), default=512, metavar="PX",
-                        help="in-plane pixels; the field of view stays 380 mm (default: %(default)s)")
-    parser.add_argument("--slices", type=_int_at_least(3), default=40, metavar="Z",
-                        help="5 mm slices per patient (default: %(default)s)")
-    parser.add_argument("--motion-mm", type=_non_negative_float, default=DEFAULT_MOTION_MM, metavar="M",
-                        help="breath-hold misalignment scale in mm; 0 aligns all phases "
-                        "(default: %(default)s, liver Dice arterial-vs-portal ~0.90)")
-    parser.add_argument("--workers", type=_int_at_least(1), default=1, metavar="W",
-                        help="parallel processes (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing cohort in DIR")
+    parser.add_argument(
+        "--size",
+        type=_int_at_least(32),
+        default=512,
+        metavar="PX",
+        help="in-plane pixels; the field of view stays 380 mm (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--slices",
+        type=_int_at_least(3),
+        default=40,
+        metavar="Z",
+        help="5 mm slices per patient (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--motion-mm",
+        type=_non_negative_float,
+        default=DEFAULT_MOTION_MM,
+        metavar="M",
+        help="breath-hold misalignment scale in mm; 0 aligns all phases "
+        "(default: %(default)s, liver Dice arterial-vs-portal ~0.90)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=1,
+        metavar="W",
+        help="parallel processes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing cohort in DIR"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

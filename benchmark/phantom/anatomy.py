@@ -83,7 +83,9 @@ class Anatomy:
 
     # ------------------------------------------------------------------ static parts
 
-    def static_labels(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def static_labels(
+        self, z: np.ndarray, y: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Labels of the static tissues on the grid ``z[:, None, None], y[:, None], x[None]``.
 
         Returns ``(labels [Z, Y, X] uint8, cavity [Y, X] bool)``; ``cavity`` marks where the
@@ -127,7 +129,9 @@ class Anatomy:
         ys, rv = self.spine_y, self.vertebra_r
         paraspinal = np.zeros(np.shape(y), bool)
         for side in (-1.0, 1.0):
-            paraspinal |= ((x - side * 1.9 * rv) / (1.5 * rv)) ** 2 + ((y - ys - 2.1 * rv) / (1.3 * rv)) ** 2 < 1
+            paraspinal |= ((x - side * 1.9 * rv) / (1.5 * rv)) ** 2 + (
+                (y - ys - 2.1 * rv) / (1.3 * rv)
+            ) ** 2 < 1
         lamina = (np.abs(x) / (1.15 * rv)) ** 2 + ((y - ys - 1.75 * rv) / (0.4 * rv)) ** 2 < 1
         spinous = (x / (0.28 * rv)) ** 2 + ((y - ys - 2.5 * rv) / (0.85 * rv)) ** 2 < 1
         return {
@@ -183,7 +187,9 @@ class Anatomy:
             return hit
 
         def shrunk(shape: Ellipsoid, by: float) -> Ellipsoid:
-            return Ellipsoid(shape.center, tuple(a - by for a in shape.axes), shape.angle, shape.deform)
+            return Ellipsoid(
+                shape.center, tuple(a - by for a in shape.axes), shape.angle, shape.deform
+            )
 
         zt, curv, dx0, dy0 = self.dome
         lung = qz > zt - curv * ((qx - dx0) ** 2 + (qy - dy0) ** 2)
@@ -203,7 +209,9 @@ class Anatomy:
         paint(self.gallbladder, Tissue.FLUID, liver)
         for kidney in self.kidneys:
             hit = paint(kidney, Tissue.KIDNEY_CORTEX, below)
-            core = Ellipsoid(kidney.center, tuple(0.62 * a for a in kidney.axes), kidney.angle, kidney.deform)
+            core = Ellipsoid(
+                kidney.center, tuple(0.62 * a for a in kidney.axes), kidney.angle, kidney.deform
+            )
             paint(core, Tissue.KIDNEY_MEDULLA, hit)
         ay, ax, ar = self.aorta
         idx = candidates(np.array([[-np.inf, ay - ar, ax - ar], [np.inf, ay + ar, ax + ar]]))
@@ -268,8 +276,15 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
         angle=float(u(-0.3, 0.1)),
         deform=random_deform(rng, 0.07),
     )
-    dome = (float(az * u(0.9, 1.0)), float(u(0.003, 0.005)), float(-0.4 * cbx), float(cy - 0.1 * cby))
-    gallbladder = Ellipsoid((-0.6 * az, cy - 0.5 * cby, -0.25 * cbx), (28.0, 13.0, 15.0), 0.5, random_deform(rng, 0.05))
+    dome = (
+        float(az * u(0.9, 1.0)),
+        float(u(0.003, 0.005)),
+        float(-0.4 * cbx),
+        float(cy - 0.1 * cby),
+    )
+    gallbladder = Ellipsoid(
+        (-0.6 * az, cy - 0.5 * cby, -0.25 * cbx), (28.0, 13.0, 15.0), 0.5, random_deform(rng, 0.05)
+    )
     spleen = Ellipsoid(
         center=(0.15 * az, cy + 0.38 * cby, 0.72 * cbx),
         axes=(float(u(45, 60)), float(u(48, 60)), float(u(22, 30))),
@@ -295,7 +310,11 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
     bowel = tuple(
         (
             Ellipsoid(
-                center=(float(u(-1.4, 0.2)) * az, cy + float(u(-0.75, 0.2)) * cby, float(u(-0.3, 0.8)) * cbx),
+                center=(
+                    float(u(-1.4, 0.2)) * az,
+                    cy + float(u(-0.75, 0.2)) * cby,
+                    float(u(-0.3, 0.8)) * cbx,
+                ),
                 axes=(float(u(14, 30)), float(u(12, 24)), float(u(12, 24))),
                 angle=float(u(0, np.pi)),
                 deform=random_deform(rng, 0.08),
@@ -305,20 +324,48 @@ def draw_anatomy(rng: np.random.Generator) -> Anatomy:
         for _ in range(int(rng.integers(8, 14)))
     )
     aorta = (spine_y - rv - float(u(11, 15)), float(u(8, 16)), float(u(10, 13)))
-    ivc = (spine_y - rv - float(u(6, 10)), -float(u(22, 30)), float(u(7, 10)), float(u(11, 15)), 0.75 * az)
+    ivc = (
+        spine_y - rv - float(u(6, 10)),
+        -float(u(22, 30)),
+        float(u(7, 10)),
+        float(u(11, 15)),
+        0.75 * az,
+    )
     hilum = np.array([-0.1 * az, cy - 0.05 * cby, -0.22 * cbx])
     trunk_start = np.array([-0.55 * az, spine_y - rv - 28.0, -5.0])
     portal = [Tube(tuple(trunk_start), tuple(hilum), 7.0, 6.5)]
-    portal += _vessel_tree(rng, hilum, [(-0.1, 0.1, -1.0), (0.35, -0.6, 0.75)], (45.0, 32.0, 24.0), (6.0, 4.2, 3.0, 2.1))
+    portal += _vessel_tree(
+        rng,
+        hilum,
+        [(-0.1, 0.1, -1.0), (0.35, -0.6, 0.75)],
+        (45.0, 32.0, 24.0),
+        (6.0, 4.2, 3.0, 2.1),
+    )
     ivc_top = np.array([0.7 * az, ivc[0], ivc[1]])
     hepatic = _vessel_tree(
-        rng, ivc_top, [(-0.6, -0.3, -1.0), (-0.6, -1.0, -0.1), (-0.3, -0.8, 0.8)], (50.0, 35.0), (5.5, 3.8, 2.6)
+        rng,
+        ivc_top,
+        [(-0.6, -0.3, -1.0), (-0.6, -1.0, -0.1), (-0.3, -0.8, 0.8)],
+        (50.0, 35.0),
+        (5.5, 3.8, 2.6),
     )
     return Anatomy(
-        wall=wall, spine_y=spine_y, vertebra_r=rv, ribs=ribs, dome=dome, liver=(right, left),
-        gallbladder=gallbladder, spleen=spleen, kidneys=kidneys, stomach=stomach,
-        stomach_level=stomach_level, bowel=bowel, aorta=aorta, ivc=ivc,
-        portal_veins=tuple(portal), hepatic_veins=tuple(hepatic),
+        wall=wall,
+        spine_y=spine_y,
+        vertebra_r=rv,
+        ribs=ribs,
+        dome=dome,
+        liver=(right, left),
+        gallbladder=gallbladder,
+        spleen=spleen,
+        kidneys=kidneys,
+        stomach=stomach,
+        stomach_level=stomach_level,
+        bowel=bowel,
+        aorta=aorta,
+        ivc=ivc,
+        portal_veins=tuple(portal),
+        hepatic_veins=tuple(hepatic),
     )
 
 

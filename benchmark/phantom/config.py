@@ -45,7 +45,9 @@ class PhantomConfig:
             raise ValueError(f"motion_mm must be between 0 and 50 mm, got {self.motion_mm}")
         low, high = self.noise_hu
         if not 0.0 <= low <= high <= 100.0:
-            raise ValueError(f"noise_hu must be an increasing pair within [0, 100], got {self.noise_hu}")
+            raise ValueError(
+                f"noise_hu must be an increasing pair within [0, 100], got {self.noise_hu}"
+            )
         if not 1 <= self.z_subsamples <= 9:
             raise ValueError(f"z_subsamples must be between 1 and 9, got {self.z_subsamples}")
 

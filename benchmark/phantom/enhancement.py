@@ -77,19 +77,39 @@ def draw_hu_table(rng: np.random.Generator) -> np.ndarray:
     same(Tissue.FLUID, _u(rng, 3, 17))
     same(Tissue.LUNG, _u(rng, -880, -820))  # aerated lung base (textbook, not in the table)
     muscle = _u(rng, 35, 50)
-    t[:, Tissue.MUSCLE] = [muscle, muscle + _u(rng, 3, 7), muscle + _u(rng, 10, 20), muscle + _u(rng, 8, 12)]
+    t[:, Tissue.MUSCLE] = [
+        muscle,
+        muscle + _u(rng, 3, 7),
+        muscle + _u(rng, 10, 20),
+        muscle + _u(rng, 8, 12),
+    ]
     # enhancing bowel / stomach wall (textbook estimate, not in the table)
     t[:, Tissue.BOWEL_WALL] = [_u(rng, 35, 45), _u(rng, 80, 110), _u(rng, 95, 115), _u(rng, 80, 95)]
     liver_pre = _u(rng, 56, 64)
-    t[:, Tissue.LIVER] = [liver_pre, liver_pre + _u(rng, 16, 24), _u(rng, 111, 124), _u(rng, 91, 99)]
+    t[:, Tissue.LIVER] = [
+        liver_pre,
+        liver_pre + _u(rng, 16, 24),
+        _u(rng, 111, 124),
+        _u(rng, 91, 99),
+    ]
     t[:, Tissue.AORTA] = [_u(rng, 41, 49), _u(rng, 295, 355), _u(rng, 150, 170), _u(rng, 111, 129)]
-    t[:, Tissue.PORTAL_VEIN] = [_u(rng, 36, 44), _u(rng, 135, 155), _u(rng, 162, 198), _u(rng, 112, 128)]
+    t[:, Tissue.PORTAL_VEIN] = [
+        _u(rng, 36, 44),
+        _u(rng, 135, 155),
+        _u(rng, 162, 198),
+        _u(rng, 112, 128),
+    ]
     hv_pre = _u(rng, 36, 44)
     hepatic = [hv_pre, hv_pre + _u(rng, 25, 50), _u(rng, 151, 169), _u(rng, 112, 128)]
     t[:, Tissue.HEPATIC_VEIN] = hepatic
     t[:, Tissue.IVC] = hepatic
     spleen_pre = float(np.clip(liver_pre - _u(rng, 2, 17), 36, 54))
-    t[:, Tissue.SPLEEN] = [spleen_pre, spleen_pre + _u(rng, 98, 107), spleen_pre + _u(rng, 74, 81), _u(rng, 95, 105)]
+    t[:, Tissue.SPLEEN] = [
+        spleen_pre,
+        spleen_pre + _u(rng, 98, 107),
+        spleen_pre + _u(rng, 74, 81),
+        _u(rng, 95, 105),
+    ]
     kidney_pre = _u(rng, 31, 49)
     portal_k, delayed_k = _u(rng, 151, 179), _u(rng, 131, 159)
     t[:, Tissue.KIDNEY_CORTEX] = [kidney_pre, _u(rng, 151, 199), portal_k, delayed_k]
@@ -108,25 +128,53 @@ def lesion_hu(
     liver = table[:, Tissue.LIVER]
     pre = liver[PRE] - _u(rng, 6, 14)
     if pattern == "typical":
-        art, pv, dl = liver[ART] + _u(rng, 25, 55), liver[PV] - _u(rng, 6, 14), liver[DEL] / _u(rng, 1.12, 1.28)
+        art, pv, dl = (
+            liver[ART] + _u(rng, 25, 55),
+            liver[PV] - _u(rng, 6, 14),
+            liver[DEL] / _u(rng, 1.12, 1.28),
+        )
     elif pattern == "no_washout":
-        art, pv, dl = liver[ART] + _u(rng, 25, 55), liver[PV] + _u(rng, 0, 8), liver[DEL] + _u(rng, 0, 6)
+        art, pv, dl = (
+            liver[ART] + _u(rng, 25, 55),
+            liver[PV] + _u(rng, 0, 8),
+            liver[DEL] + _u(rng, 0, 6),
+        )
     elif pattern == "hypovascular":
-        art, pv, dl = liver[ART] - _u(rng, 8, 20), liver[PV] - _u(rng, 15, 30), liver[DEL] / _u(rng, 1.15, 1.35)
+        art, pv, dl = (
+            liver[ART] - _u(rng, 8, 20),
+            liver[PV] - _u(rng, 15, 30),
+            liver[DEL] / _u(rng, 1.15, 1.35),
+        )
     elif pattern == "iso_arterial":
-        art, pv, dl = liver[ART] + _u(rng, -3, 3), liver[PV] - _u(rng, 8, 16), liver[DEL] / _u(rng, 1.12, 1.28)
+        art, pv, dl = (
+            liver[ART] + _u(rng, -3, 3),
+            liver[PV] - _u(rng, 8, 16),
+            liver[DEL] / _u(rng, 1.12, 1.28),
+        )
     else:
         raise ValueError(f"unknown HCC enhancement pattern {pattern!r}")
     main = np.array([pre, art, pv, dl], np.float32)
     # mosaic nodules: the same pattern, shifted per phase
-    nodule = main + np.array([_u(rng, -6, 2), _u(rng, -25, 15), _u(rng, -12, 6), _u(rng, -10, 5)], np.float32)
+    nodule = main + np.array(
+        [_u(rng, -6, 2), _u(rng, -25, 15), _u(rng, -12, 6), _u(rng, -10, 5)], np.float32
+    )
     necrosis = np.full(4, _u(rng, 5, 20), np.float32)
     # capsule: hypo-attenuating before contrast, enhancing rim in portal and delayed phases
     capsule = np.array(
-        [pre - _u(rng, 0, 5), main[ART] - _u(rng, 10, 25), liver[PV] + _u(rng, 12, 25), liver[DEL] + _u(rng, 12, 25)],
+        [
+            pre - _u(rng, 0, 5),
+            main[ART] - _u(rng, 10, 25),
+            liver[PV] + _u(rng, 12, 25),
+            liver[DEL] + _u(rng, 12, 25),
+        ],
         np.float32,
     )
-    return {Tissue.LESION: main, Tissue.LESION_NODULE: nodule, Tissue.NECROSIS: necrosis, Tissue.CAPSULE: capsule}
+    return {
+        Tissue.LESION: main,
+        Tissue.LESION_NODULE: nodule,
+        Tissue.NECROSIS: necrosis,
+        Tissue.CAPSULE: capsule,
+    }
 
 
 def phase_index(phase: str) -> int:

@@ -36,8 +36,12 @@ class Lesion:
         out = np.zeros(qz.shape, np.uint8)
         bbox = self.shape.bbox
         box = (
-            (qz >= bbox[0, 0]) & (qz <= bbox[1, 0]) & (qy >= bbox[0, 1]) & (qy <= bbox[1, 1])
-            & (qx >= bbox[0, 2]) & (qx <= bbox[1, 2])
+            (qz >= bbox[0, 0])
+            & (qz <= bbox[1, 0])
+            & (qy >= bbox[0, 1])
+            & (qy <= bbox[1, 1])
+            & (qx >= bbox[0, 2])
+            & (qx <= bbox[1, 2])
         )
         idx = np.nonzero(box)[0]
         if idx.size == 0:
@@ -47,7 +51,10 @@ class Lesion:
         tissue = np.full(idx.shape, Tissue.LESION, np.uint8)
         if self.mosaic:
             cz, cy, cx = self.shape.center
-            field = sum(np.cos(kz * (z - cz) + ky * (y - cy) + kx * (x - cx) + ph) for kz, ky, kx, ph in self.mosaic)
+            field = sum(
+                np.cos(kz * (z - cz) + ky * (y - cy) + kx * (x - cx) + ph)
+                for kz, ky, kx, ph in self.mosaic
+            )
             tissue[field > 0.3] = Tissue.LESION_NODULE
         if self.necrosis > 0:
             tissue[r < self.necrosis] = Tissue.NECROSIS
@@ -117,9 +124,16 @@ def draw_lesion(
         k = 2 * np.pi / rng.uniform(0.4, 0.7) / radius
         waves = rng.normal(size=(3, 3))
         waves = k * waves / np.linalg.norm(waves, axis=1, keepdims=True)
-        mosaic = tuple((float(a), float(b), float(c), float(rng.uniform(0, 2 * np.pi))) for a, b, c in waves)
+        mosaic = tuple(
+            (float(a), float(b), float(c), float(rng.uniform(0, 2 * np.pi))) for a, b, c in waves
+        )
     lesion = Lesion(
-        shape=Ellipsoid(tuple(float(v) for v in center), axes, float(rng.uniform(0, np.pi)), random_deform(rng, 0.05)),
+        shape=Ellipsoid(
+            tuple(float(v) for v in center),
+            axes,
+            float(rng.uniform(0, np.pi)),
+            random_deform(rng, 0.05),
+        ),
         pattern=pattern,
         capsule_mm=float(rng.uniform(1.0, 2.5)) if rng.uniform() < CAPSULE_RATE else 0.0,
         necrosis=float(rng.uniform(0.3, 0.5)) if rng.uniform() < necrosis_rate else 0.0,

@@ -45,9 +45,20 @@ def draw_breath(rng: np.random.Generator, motion_mm: float) -> Breath:
             k = 2 * np.pi / rng.uniform(90.0, 220.0, 3)
             phase = rng.uniform(0, 2 * np.pi, 3)
             waves.append(
-                (comp, amp * motion_mm * rng.normal(), k[0], phase[0], k[1], phase[1], k[2], phase[2])
+                (
+                    comp,
+                    amp * motion_mm * rng.normal(),
+                    k[0],
+                    phase[0],
+                    k[1],
+                    phase[1],
+                    k[2],
+                    phase[2],
+                )
             )
-    return Breath((float(si), float(ap), float(lr)), tuple(tuple(float(v) for v in w) for w in waves))
+    return Breath(
+        (float(si), float(ap), float(lr)), tuple(tuple(float(v) for v in w) for w in waves)
+    )
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -64,7 +75,10 @@ def wall_weights(cavity: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.nd
 
 
 def organ_scale(
-    z: np.ndarray, y: np.ndarray, x: np.ndarray, kidneys: list[tuple[tuple[float, ...], tuple[float, ...]]]
+    z: np.ndarray,
+    y: np.ndarray,
+    x: np.ndarray,
+    kidneys: list[tuple[tuple[float, ...], tuple[float, ...]]],
 ) -> np.ndarray:
     """Smooth motion scale ``[Z, Y, X]``: ~0.65 over each kidney ``(center, axes)``, 1 far away."""
     bump = np.zeros((len(z), len(y), len(x)), np.float32)
@@ -96,7 +110,10 @@ def displacement(
     for comp, weight in ((0, slide), (1, inplane), (2, inplane)):
         # smooth part: a sum of separable terms f(z) g(y) h(x), built slice by slice
         terms = [
-            (amp * np.cos(kz * z + pz), np.outer(np.cos(ky * y + py), np.cos(kx * x + px)).astype(np.float32))
+            (
+                amp * np.cos(kz * z + pz),
+                np.outer(np.cos(ky * y + py), np.cos(kx * x + px)).astype(np.float32),
+            )
             for c, amp, kz, pz, ky, py, kx, px in breath.waves
             if int(c) == comp
         ]

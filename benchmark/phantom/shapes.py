@@ -46,8 +46,13 @@ class Ellipsoid:
         c = self.deform
         shape = (
             1.0
-            + c[0] * nx + c[1] * ny + c[2] * nz
-            + c[3] * nx * ny + c[4] * (nx * nx - ny * ny) + c[5] * nz * nx + c[6] * nz * ny
+            + c[0] * nx
+            + c[1] * ny
+            + c[2] * nz
+            + c[3] * nx * ny
+            + c[4] * (nx * nx - ny * ny)
+            + c[5] * nz * nx
+            + c[6] * nz * ny
             + c[7] * (nz * nz - 0.5 * (nx * nx + ny * ny))
         )
         return r / shape
@@ -90,7 +95,10 @@ def overlaps(bbox: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
 
 def in_box(bbox: np.ndarray, qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
     return (
-        (qz >= bbox[0, 0]) & (qz <= bbox[1, 0])
-        & (qy >= bbox[0, 1]) & (qy <= bbox[1, 1])
-        & (qx >= bbox[0, 2]) & (qx <= bbox[1, 2])
+        (qz >= bbox[0, 0])
+        & (qz <= bbox[1, 0])
+        & (qy >= bbox[0, 1])
+        & (qy <= bbox[1, 1])
+        & (qx >= bbox[0, 2])
+        & (qx <= bbox[1, 2])
     )

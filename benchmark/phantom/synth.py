@@ -36,7 +36,9 @@ def patient_id(index: int) -> str:
 def _grid(config: PhantomConfig, z_center: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pixel = config.spacing[1]
     xy = ((np.arange(config.size) + 0.5) * pixel - FOV_MM / 2).astype(np.float32)
-    z = (z_center + (np.arange(config.slices) - (config.slices - 1) / 2) * SLICE_MM).astype(np.float32)
+    z = (z_center + (np.arange(config.slices) - (config.slices - 1) / 2) * SLICE_MM).astype(
+        np.float32
+    )
     return z, xy, xy.copy()
 
 
@@ -114,7 +116,10 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
     rng = np.random.default_rng([seed, index])
     anatomy = draw_anatomy(rng)
     z, y, x = _grid(config, float(rng.uniform(-12.0, 12.0)))
-    liver_box = np.min([lobe.bbox[0] for lobe in anatomy.liver], 0), np.max([lobe.bbox[1] for lobe in anatomy.liver], 0)
+    liver_box = (
+        np.min([lobe.bbox[0] for lobe in anatomy.liver], 0),
+        np.max([lobe.bbox[1] for lobe in anatomy.liver], 0),
+    )
     lesion, drawn_mm = draw_lesion(
         rng,
         _inside_liver(anatomy),
@@ -129,7 +134,9 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
     for tissue, values in lesion_hu(table, lesion.pattern, rng).items():
         lut[:, tissue] = values
     breaths = {p: draw_breath(rng, config.motion_mm) for p in PHASES if p != FIXED_PHASE}
-    lesion_phase = str(rng.choice(list(LESION_PHASE_COUNTS), p=np.array(list(LESION_PHASE_COUNTS.values())) / 280))
+    lesion_phase = str(
+        rng.choice(list(LESION_PHASE_COUNTS), p=np.array(list(LESION_PHASE_COUNTS.values())) / 280)
+    )
     noise_sd = float(rng.uniform(*config.noise_hu))
 
     static, cavity = anatomy.static_labels(z, y, x)
@@ -140,7 +147,9 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
         disp = None
         if phase != FIXED_PHASE:
             disp = displacement(breaths[phase], z, y, x, weights, scale)
-        hu, labels, liver = _render(anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples)
+        hu, labels, liver = _render(
+            anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples
+        )
         noise = ct_noise(np.random.default_rng([seed, index, i, 1]), hu.shape, noise_sd)
         phases[phase] = blur(hu) + noise
         livers[phase] = liver.astype(np.uint8)
@@ -176,7 +185,9 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
     return Simulation(patient, anatomy, label_maps, cavity)
 
 
-def _write_one(writer: CohortWriter, seed: int, config: PhantomConfig, splits: dict[str, str], index: int) -> str:
+def _write_one(
+    writer: CohortWriter, seed: int, config: PhantomConfig, splits: dict[str, str], index: int
+) -> str:
     patient = make_patient(index, seed, config)
     patient.split = splits[patient.id]
     writer.write_patient(patient)
@@ -203,13 +214,21 @@ def synthesize(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out)
-    params = {"patients": patients, "seed": seed, "generator_version": GENERATOR_VERSION, **config.params()}
+    params = {
+        "patients": patients,
+        "seed": seed,
+        "generator_version": GENERATOR_VERSION,
+        **config.params(),
+    }
     writer = CohortWriter(
         out,
         name=out.name or "phantom",
         kind="synthetic",
         params=params,
-        provenance={"generator": "benchmark.phantom.synthesize", "phasebench": benchmark.__version__},
+        provenance={
+            "generator": "benchmark.phantom.synthesize",
+            "phasebench": benchmark.__version__,
+        },
         overwrite=overwrite,
     )
     ids = [patient_id(i) for i in range(patients)]
