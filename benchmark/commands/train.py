@@ -8,7 +8,7 @@ from pathlib import Path
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
-from benchmark.executors import add_executor_args, executor_from_args
+from benchmark.executors import RunLock, add_executor_args, executor_from_args
 
 ORDER = 30
 
@@ -118,7 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = runner.unit_config(
         base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
     )
-    run_dir = runner.run_unit(config)
+    with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
+        run_dir = runner.run_unit(config)
     metrics = read_json(run_dir / runner.METRICS)
     for split in runner.SPLITS:
         values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
