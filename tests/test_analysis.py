@@ -29,7 +29,12 @@ def make_run(root: Path, variant: str, model: str, seed: int = 0, shift: float =
     for (reg, m, split, metric), value in AP.items():
         if (reg, m) == (variant, model):
             metrics[split][metric] = (value + shift) / 100
-    config = {"cohort": str(cohort or root / "cohort"), "variant": variant, "model": model, "seed": seed}
+    config = {
+        "cohort": str(cohort or root / "cohort"),
+        "variant": variant,
+        "model": model,
+        "seed": seed,
+    }
     (run / "config.json").write_text(json.dumps(config))
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
@@ -71,7 +76,9 @@ def test_analyze_runs_end_to_end(runs: Path, tmp_path: Path):
     assert np.isnan(t1[t1["Methods"] == "SSD [23]"].set_index("value").loc["ours", "val IoU30"])
     # Table S2: sensitivity from our AP; the mean over two seeds of eq. 6
     s2 = result.tables["S2"]
-    row = s2[(s2["section"] == "Non-Rigid Method") & (s2["Methods"] == "GSSD [15]")].set_index("value")
+    row = s2[(s2["section"] == "Non-Rigid Method") & (s2["Methods"] == "GSSD [15]")].set_index(
+        "value"
+    )
     u, r = AP[("unregistered", "gssd", "val", "IoU30")], AP[("nonrigid", "gssd", "val", "IoU30")]
     expect = np.mean([100 * (1 - u / r), 100 * (1 - (u + 0.5) / (r + 0.5))])
     assert row.loc["ours", "val IoU30"] == pytest.approx(expect)
@@ -131,7 +138,10 @@ def test_cli_analyze_compare_and_errors(runs: Path, tmp_path: Path, capsys):
     for name in ("fig5.png", "fig5.pdf", "tableS2.md", "tableS2.tex", "audit.md", "audit.json"):
         assert (tmp_path / "pub" / name).stat().st_size > 0
     assert "48.53" in capsys.readouterr().out
-    assert main(["compare", "--runs", str(runs), "--model", "gssd_pp", "--out", str(tmp_path / "c")]) == 0
+    assert (
+        main(["compare", "--runs", str(runs), "--model", "gssd_pp", "--out", str(tmp_path / "c")])
+        == 0
+    )
     rank = pd.read_csv(tmp_path / "c" / "rank_gssd_pp.csv")
     mine = rank[rank["source"] == "yours"]
     assert len(mine) == 2 and set(mine["section"]) == {"Rigid Method", "Non-rigid Method"}
@@ -141,6 +151,14 @@ def test_cli_analyze_compare_and_errors(runs: Path, tmp_path: Path, capsys):
     assert main(["compare", "--runs", str(runs), "--model", "nope"]) == 2
     assert main(["analyze", "--runs", str(tmp_path / "absent")]) == 2
     assert "run folder not found" in capsys.readouterr().err
+    other = runs / "second" / "unregistered" / "ssd" / "seed0"
+    shutil.copytree(runs / "tiny" / "unregistered" / "gssd" / "seed0", other)
+    assert main(["analyze", "--runs", str(runs), "--out", str(tmp_path / "x")]) == 2
+    assert "choose one with --cohort" in capsys.readouterr().err
+    assert (
+        main(["analyze", "--runs", str(runs), "--cohort", "second", "--out", str(tmp_path / "y")])
+        == 0
+    )
 
 
 def test_published_analysis_matches_audit(tmp_path: Path):
@@ -157,7 +175,9 @@ def _predictions(rng: np.random.Generator, noise: float) -> pd.DataFrame:
             x, y = rng.uniform(10, 50, 2)
             rows.append((f"p{p}", s, "gt", x, y, x + 20, y + 20, np.nan))
             dx, dy = rng.normal(0, noise, 2)
-            rows.append((f"p{p}", s, "det", x + dx, y + dy, x + 20 + dx, y + 20 + dy, rng.uniform(0.3, 1)))
+            rows.append(
+                (f"p{p}", s, "det", x + dx, y + dy, x + 20 + dx, y + 20 + dy, rng.uniform(0.3, 1))
+            )
             rows.append((f"p{p}", s, "det", 100, 100, 120, 120, rng.uniform(0.2, 0.6)))
     return pd.DataFrame(rows, columns=["patient", "slice", "kind", "x0", "y0", "x1", "y1", "score"])
 
@@ -194,7 +214,9 @@ def test_report_is_self_contained(runs: Path, tmp_path: Path):
     path = write_report(runs, tmp_path / "report.html")
     page = path.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert 'src="data:image/png;base64,' in page and "http://" not in page and "https://" not in page
+    assert (
+        'src="data:image/png;base64,' in page and "http://" not in page and "https://" not in page
+    )
     for text in ("Table I", "Table S2", "Table II", "Audit", "seed1", "torch", "12.5"):
         assert text in page
 

@@ -57,16 +57,14 @@ def model_labels(
     """Paper row labels: published Table I / S1 labels, else the registry's ``paper_row``."""
     labels = published.row_labels(published.load_ap(pub_root))
     unknown = [m for m in models if m not in labels]
-    if unknown:
+    for model in unknown:
         try:
             from models.registry import info
-        except ImportError:
-            return labels
-        for model in unknown:
-            try:
-                labels[model] = info(model).paper_row or model
-            except (KeyError, ValueError):
-                labels[model] = model
+
+            labels[model] = info(model).paper_row or model
+        except Exception as err:  # noqa: BLE001 - a label is cosmetic; never stop the analysis
+            log.warning("no paper row for model %s (%s); using its name", model, err)
+            labels[model] = model
     return labels
 
 
