@@ -409,3 +409,25 @@ def test_gssd_pp_trains_under_bf16_autocast():
     sum(losses.values()).backward()
     assert torch.isfinite(net.dc.offset_predictor.weight.grad).all()
     assert net.dc.offset_predictor.weight.grad.abs().sum() > 0
+
+
+def test_speed_script_runs_on_cpu(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "model_speed.py"
+    spec = importlib.util.spec_from_file_location("model_speed", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "speed.json"
+    args = ["--device", "cpu", "--batch", "2", "--size", "64", "--width", "0.125", "--steps", "1"]
+    assert (
+        script.main([*args, "--warmup", "0", "--models", "gssd", "gssd_pp", "--json", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "model  gssd_pp" in printed and "(torchvision, fp32)" in printed
+    result = json.loads(out.read_text())
+    assert result["models"]["gssd"]["ratio_to_baseline"] == 1.0
+    assert len(result["modules"]) == 5 and result["config"]["threads"] == 1
