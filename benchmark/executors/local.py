@@ -17,11 +17,12 @@ class LocalExecutor:
 
     With several GPUs (``gpus``, default every visible CUDA device) one spawned process per
     GPU trains one unit at a time, pinned to its GPU by ``CUDA_VISIBLE_DEVICES`` (so
-    ``train.device`` ``auto``/``cuda`` means that GPU); with one GPU or none the units run one
-    after another in this process. Registration stays with ``register_variant``'s own
-    ``--workers`` processes (this executor is not ``remote``). ``unit`` is the function run per
-    unit config (default :func:`~benchmark.executors.units.train_unit`; importable by name, as
-    the GPU processes receive it by reference).
+    ``train.device`` ``auto``/``cuda`` means that GPU); with one GPU or none, or when a unit
+    names its device (``cpu``, ``cuda:1``), the units run one after another in this process.
+    Registration stays with ``register_variant``'s own ``--workers`` processes (this executor
+    is not ``remote``). ``unit`` is the function run per unit config (default
+    :func:`~benchmark.executors.units.train_unit`; it must be importable by name, since the
+    GPU processes receive it by reference).
     """
 
     name = "local"
@@ -54,7 +55,7 @@ class LocalExecutor:
                 progress.on_skipped(label(config))
             else:
                 todo.append(config)
-        if len(self.gpus) > 1 and len(todo) > 1:
+        if len(self.gpus) > 1 and len(todo) > 1 and not any(map(_pinned, todo)):
             failed = self._pool(todo, progress)
         else:
             failed = self._sequential(todo, progress)
@@ -106,6 +107,11 @@ class LocalExecutor:
                     if queued:
                         progress.on_started(label(queued.pop(0)))
         return failed
+
+
+def _pinned(config: dict[str, Any]) -> bool:
+    """Whether the unit names its device itself (then it is not placed on a GPU here)."""
+    return config.get("train", {}).get("device", "auto") not in ("auto", "cuda")
 
 
 def _pin_gpu(free: Any) -> None:
