@@ -431,3 +431,15 @@ def test_speed_script_runs_on_cpu(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["models"]["gssd"]["ratio_to_baseline"] == 1.0
     assert len(result["modules"]) == 5 and result["config"]["threads"] == 1
+
+
+def test_images_without_boxes_train():
+    net = small("gssd").train()
+    images, targets = batch()
+    targets[1] = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.long)}
+    losses = net(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    empty = [{"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    losses = net(images, empty)
+    assert all(v.item() == 0 for v in losses.values())
+    sum(losses.values()).backward()  # no positives: zero loss, still differentiable
