@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
+from torchvision.ops import deform_conv2d
 
 
 def _bilinear_rows(
@@ -201,6 +202,8 @@ class ModulatedDeformConv2d(nn.Module):
         groups: weight groups (block-diagonal conv, as ``nn.Conv2d(groups=...)``).
         offset_groups: sampling-offset groups; the expected ``offset`` has
             ``2 * offset_groups * kh * kw`` channels, ``mask`` ``offset_groups * kh * kw``.
+        op: ``"gather"`` (:func:`modulated_deform_conv2d`, default) or ``"torchvision"``
+            (``torchvision.ops.deform_conv2d``, same result; for comparison or fallback).
     """
 
     def __init__(
@@ -215,8 +218,12 @@ class ModulatedDeformConv2d(nn.Module):
         groups: int = 1,
         offset_groups: int = 1,
         bias: bool = True,
+        op: str = "gather",
     ) -> None:
         super().__init__()
+        if op not in _OPS:
+            raise ValueError(f"deformable conv op must be one of {sorted(_OPS)}, got {op!r}")
+        self.op = op
         if in_channels % groups or out_channels % groups or in_channels % offset_groups:
             raise ValueError(
                 f"channels {in_channels}->{out_channels} do not divide by groups={groups} / "
@@ -233,9 +240,12 @@ class ModulatedDeformConv2d(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv2d's default
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
-        return modulated_deform_conv2d(
+        return _OPS[self.op](
             x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
         )
+
+
+_OPS = {"gather": modulated_deform_conv2d, "torchvision": deform_conv2d}
 
 
 def interleave_phases(feature: Tensor, gate: Tensor, phases: int) -> Tensor:
@@ -257,6 +267,7 @@ class DCModule(nn.Module):
         phase_wise_offsets: one offset group per phase (True, GSSD++) or one shared offset
             field ("w/o Phase-wise Offsets", Table III).
         weight_groups: groups of the deformable conv weights (default ``phases``; see module doc).
+        op: deformable conv implementation, see :class:`ModulatedDeformConv2d`.
 
     ``forward(x, gate=None)`` returns the aligned feature ``[B, C, H, W]``; the offsets and
     mask of the last call are kept in ``last_offset`` / ``last_mask`` (detached) for inspection.
@@ -271,6 +282,7 @@ class DCModule(nn.Module):
         phase_wise_offsets: bool = True,
         weight_groups: int | None = None,
         kernel_size: int = 3,
+        op: str = "gather",
     ) -> None:
         super().__init__()
         if channels % phases or gate_channels % phases:
@@ -290,6 +302,7 @@ class DCModule(nn.Module):
             kernel_size,
             groups=phases if weight_groups is None else weight_groups,
             offset_groups=self.offset_groups,
+            op=op,
         )
         self.last_offset: Tensor | None = None
         self.last_mask: Tensor | None = None

@@ -77,6 +77,7 @@ class SSDDetector(Detector):
         dc_phase_wise_offsets: one offset group per phase (False = one shared field).
         dc_weight_groups: groups of the deformable conv weights (None = one per phase).
         dc_lr_mult: learning-rate factor of the DC parameters (0.1, whole schedule).
+        dc_op: deformable conv implementation, "gather" (ours) or "torchvision".
         conf_threshold, nms_iou, top_k: detection post-processing (0.01, 0.45, 200).
     """
 
@@ -97,6 +98,7 @@ class SSDDetector(Detector):
         dc_phase_wise_offsets: bool = True,
         dc_weight_groups: int | None = None,
         dc_lr_mult: float = 0.1,
+        dc_op: str = "gather",
         conf_threshold: float = 0.01,
         nms_iou: float = 0.45,
         top_k: int = 200,
@@ -153,6 +155,7 @@ class SSDDetector(Detector):
                 phases=groups,
                 phase_wise_offsets=dc_phase_wise_offsets,
                 weight_groups=dc_weight_groups,
+                op=dc_op,
             )
             if dc
             else None

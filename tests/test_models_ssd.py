@@ -168,6 +168,22 @@ def test_dc_module_is_conv_on_regular_grid():
     assert dc.last_offset.abs().max() == 0
 
 
+def test_dc_op_choice_gives_the_same_model():
+    torch.manual_seed(0)
+    ours = small("gssd_pp").eval()
+    ref = small("gssd_pp", dc_op="torchvision").eval()
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():  # move the offsets off the regular grid
+        ours.dc.offset_predictor.weight.normal_(0, 0.05)
+        ref.dc.offset_predictor.weight.copy_(ours.dc.offset_predictor.weight)
+    images, _ = batch(1)
+    a, b = ours.head_outputs(images), ref.head_outputs(images)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert ours.dc.last_offset.abs().max() > 0.1
+    with pytest.raises(ValueError, match="op must be one of"):
+        small("gssd_pp", dc_op="nope")
+
+
 def test_interleave_phases_order():
     x = torch.arange(8.0).view(1, 8, 1, 1)
     g = 100 + torch.arange(4.0).view(1, 4, 1, 1)
