@@ -97,6 +97,7 @@ def available() -> list[str]:
 
 
 def info(name: str) -> ModelInfo:
+    """What the registry knows of ``name`` (KeyError listing the choices if unknown)."""
     load_builtin_and_plugins()
     try:
         return _REGISTRY[name]

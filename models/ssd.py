@@ -18,6 +18,9 @@ One configurable :class:`SSDDetector` (SSD300-VGG16-BN) and one registered build
   ``gssd_pp_no_sa_fusion``, ``gssd_pp_no_interphase`` (grouped convs and per-phase attention
   inside every SA module).
 
+Paper-vs-code choices live with the modules: spectral norm in SA (:mod:`models.attention`),
+the C/2 gate map and per-phase dconv weights in DC (:mod:`models.deform`).
+
 Heads: ungrouped 3x3 convs, ``k*4`` loc and ``k*2`` conf (background, lesion) with
 k = 4,6,6,6,4,4. L2Norm (learnable, init 20) on conv4_3. All convs use BN (no pretraining, as
 the authors' code; also for the ``ssd`` baseline so the rows differ only in grouping/fusion).
