@@ -93,6 +93,12 @@ def test_noise_sd_and_spatial_correlation(sim):
         assert corr > 0.2, (phase, corr)
 
 
+def test_spleen_heterogeneous_only_in_arterial_phase(sim):
+    sd = {p: sim.patient.phases[p][_roi(sim.labels[p], Tissue.SPLEEN)].std() for p in PHASES}
+    assert sd["arterial"] > 1.3 * sd["portal"]
+    assert sd["portal"] < 16.0  # homogeneous: noise only
+
+
 def test_lesion_mask_is_the_reference_phase_lesion(sim):
     patient = sim.patient
     for phase in PHASES:

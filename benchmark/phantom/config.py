@@ -48,8 +48,8 @@ class PhantomConfig:
             raise ValueError(
                 f"noise_hu must be an increasing pair within [0, 100], got {self.noise_hu}"
             )
-        if not 1 <= self.z_subsamples <= 9:
-            raise ValueError(f"z_subsamples must be between 1 and 9, got {self.z_subsamples}")
+        if self.z_subsamples not in (1, 3, 5, 7, 9):
+            raise ValueError(f"z_subsamples must be odd, 1 to 9, got {self.z_subsamples}")
 
     @property
     def spacing(self) -> tuple[float, float, float]:

@@ -7,11 +7,10 @@ textbook values (documented beside each entry).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
-
-from benchmark import PHASES
 
 PRE, ART, PV, DEL = range(4)
 
@@ -177,5 +176,31 @@ def lesion_hu(
     }
 
 
-def phase_index(phase: str) -> int:
-    return PHASES.index(phase)
+@dataclass(frozen=True)
+class Texture:
+    """Zero-mean HU pattern on one tissue: ``amplitude x`` a mean of plane waves ``(k, phase)``."""
+
+    tissue: int
+    amplitude: float
+    waves: np.ndarray  # [n, 4]: kz, ky, kx (rad/mm), phase
+
+    def values(
+        self, labels: np.ndarray, qz: np.ndarray, qy: np.ndarray, qx: np.ndarray
+    ) -> np.ndarray:
+        """HU offsets at flat points (zero off the tissue)."""
+        out = np.zeros(labels.shape, np.float32)
+        idx = np.nonzero(labels == self.tissue)[0]
+        if idx.size:
+            z, y, x = qz[idx], qy[idx], qx[idx]
+            field = sum(np.cos(kz * z + ky * y + kx * x + ph) for kz, ky, kx, ph in self.waves)
+            out[idx] = self.amplitude * field / len(self.waves)
+        return out
+
+
+def spleen_texture(rng: np.random.Generator) -> Texture:
+    """The spleen's arciform (zebra) arterial enhancement: bands 12-20 mm apart, +-20-30 HU."""
+    k = 2 * np.pi / rng.uniform(12.0, 20.0, 2)
+    directions = rng.normal(size=(2, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    waves = np.column_stack([directions * k[:, None], rng.uniform(0, 2 * np.pi, 2)])
+    return Texture(Tissue.SPLEEN, float(rng.uniform(20.0, 30.0)), waves.astype(np.float32))

@@ -15,7 +15,14 @@ from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Cohort, CohortWriter, Patient, assign_splits
 from benchmark.phantom.anatomy import Anatomy, draw_anatomy
 from benchmark.phantom.config import FOV_MM, SLICE_MM, PhantomConfig
-from benchmark.phantom.enhancement import LESION_TISSUES, N_TISSUES, draw_hu_table, lesion_hu
+from benchmark.phantom.enhancement import (
+    LESION_TISSUES,
+    N_TISSUES,
+    Texture,
+    draw_hu_table,
+    lesion_hu,
+    spleen_texture,
+)
 from benchmark.phantom.lesion import draw_lesion
 from benchmark.phantom.motion import displacement, draw_breath, organ_scale, wall_weights
 from benchmark.phantom.noise import blur, ct_noise
@@ -61,6 +68,7 @@ def _render(
     disp: np.ndarray | None,
     lut: np.ndarray,
     subsamples: int,
+    texture: Texture | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noise-free HU volume (slice-profile averaged), centre labels and liver mask of a phase."""
     yy, xx = np.meshgrid(y, x, indexing="ij")
@@ -80,9 +88,12 @@ def _render(
         slack = float(np.abs(dy).max()) if dy.size else 0.0
         plane = static[k].copy()
         for s, offset in enumerate(offsets):
-            vis, liv = anatomy.visceral_labels(z[k] + np.float32(offset) + dz, qy, qx, py, slack)
+            qz = z[k] + np.float32(offset) + dz
+            vis, liv = anatomy.visceral_labels(qz, qy, qx, py, slack)
             plane[cavity] = vis
             hu[k] += lut[plane]
+            if texture is not None:
+                hu[k][cavity] += texture.values(vis, qz, qy, qx)
             if s == centre:
                 labels[k][cavity] = vis
                 liver[k][cavity] = liv
@@ -138,6 +149,7 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
         rng.choice(list(LESION_PHASE_COUNTS), p=np.array(list(LESION_PHASE_COUNTS.values())) / 280)
     )
     noise_sd = float(rng.uniform(*config.noise_hu))
+    spleen = spleen_texture(rng)
 
     static, cavity = anatomy.static_labels(z, y, x)
     weights = wall_weights(cavity, config.spacing[1])
@@ -147,8 +159,9 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
         disp = None
         if phase != FIXED_PHASE:
             disp = displacement(breaths[phase], z, y, x, weights, scale)
+        texture = spleen if phase == "arterial" else None
         hu, labels, liver = _render(
-            anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples
+            anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples, texture
         )
         noise = ct_noise(np.random.default_rng([seed, index, i, 1]), hu.shape, noise_sd)
         phases[phase] = blur(hu) + noise
