@@ -47,6 +47,19 @@ def test_profiles_load_and_override():
         load_profile("fast")
 
 
+def test_builtin_profiles_share_one_shape():
+    def keys(node, prefix=""):
+        if not isinstance(node, dict) or prefix == "detector.overrides.":
+            return {prefix}
+        return set().union(*(keys(v, f"{prefix}{k}.") for k, v in node.items()))
+
+    shapes = {
+        name: keys({k: v for k, v in load_profile(name).items() if k != "description"})
+        for name in ("paper", "quick", "smoke")
+    }
+    assert shapes["paper"] == shapes["quick"] == shapes["smoke"]
+
+
 def test_profile_file_round_trip(tmp_path):
     mine = load_profile("smoke")
     mine["train"]["iterations"] = 7
