@@ -31,6 +31,7 @@ from benchmark.analysis.published import (
     VARIANT_LABELS,
     load_table,
 )
+from benchmark.analysis.tables import format_cell
 
 HALF_ULP = 0.005  # half a unit of the printed last digit
 MATCH_TOL = 0.03  # implied-value agreement (points) for explanations
@@ -95,6 +96,7 @@ class Audit:
             "mean_printed",
             "mean_recomputed",
             "consistent",
+            "matches_recomputed",
         ]
         lines += _markdown(self.averages[cols])
         lines += ["", "## Claims in the text", ""]
@@ -355,11 +357,8 @@ def _markdown(frame: pd.DataFrame) -> list[str]:
         return ["(none)"]
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(format_cell(v) for v in row.tolist()) + " |"
+        for _, row in frame.astype(object).iterrows()
+    ]
     return [head, rule, *body]
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float | np.floating):
-        return "" if np.isnan(value) else f"{value:.2f}"
-    return str(value)
