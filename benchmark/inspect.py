@@ -6,18 +6,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from benchmark import FIXED_PHASE, PHASES  # noqa: E402
-from benchmark.atomic import atomic_path  # noqa: E402
-from benchmark.boxes import mask_to_boxes, smooth_mask  # noqa: E402
-from benchmark.cohort import SPLITS, Cohort, load_volume  # noqa: E402
-from registration.metrics import mean_nonzero, slice_dice  # noqa: E402
+from benchmark import FIXED_PHASE, PHASES
+from benchmark.atomic import atomic_path
+from benchmark.boxes import mask_to_boxes, smooth_mask
+from benchmark.cohort import SPLITS, Cohort, load_volume
+from registration.metrics import mean_nonzero, slice_dice
 
 WINDOW_HU = (-150.0, 250.0)
 """Display window of the paper's input scaling."""
@@ -127,7 +124,8 @@ def show(cohort: Cohort, patient_id: str, out: str | Path, z: int | None = None)
         raise ValueError(f"--slice {z} is outside patient {patient_id}'s 0..{depth - 1}")
     mask = smooth_mask(patient.lesion[z])
     boxes = mask_to_boxes(patient.lesion[z])
-    fig, axes = plt.subplots(1, len(PHASES), figsize=(4 * len(PHASES), 4.4))
+    fig = Figure(figsize=(4 * len(PHASES), 4.4))
+    axes = fig.subplots(1, len(PHASES))
     for ax, phase in zip(axes, PHASES, strict=True):
         ax.imshow(patient.phases[phase][z], cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1])
         if mask.any():
@@ -157,6 +155,4 @@ def show(cohort: Cohort, patient_id: str, out: str | Path, z: int | None = None)
             fig.savefig(tmp, format="png", dpi=100)
     except OSError as err:
         raise OSError(f"{out}: cannot write PNG ({err.strerror or err})") from None
-    finally:
-        plt.close(fig)
     return out
