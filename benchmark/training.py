@@ -195,8 +195,8 @@ def predict(
     """Ground truth and detections of every item, in native slice pixels (predictions CSV)."""
     model.eval()
     rows = []
-    loader = DataLoader(range(len(dataset)), batch_size=batch_size, collate_fn=lambda ix: ix)
-    for indices in loader:
+    for start in range(0, len(dataset), batch_size):
+        indices = range(start, min(start + batch_size, len(dataset)))
         images, _ = collate([dataset[i] for i in indices])
         with _autocast(device, amp):
             outputs = model(images.to(device))
