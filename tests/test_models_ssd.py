@@ -11,7 +11,7 @@ import models
 from models.attention import SelfAttention
 from models.box_coder import decode, encode, point_form
 from models.deform import DCModule, interleave_phases, modulated_deform_conv2d
-from models.multibox import match, multibox_loss
+from models.multibox import detect, match, multibox_loss
 from models.priors import SSD300_FEATURE_SIZES, ssd_priors
 from models.ssd import PORTAL_CHANNELS, SSDDetector
 from models.vgg import VGGTrunk
@@ -459,3 +459,20 @@ def test_images_without_boxes_train():
     losses = net(images, empty)
     assert all(v.item() == 0 for v in losses.values())
     sum(losses.values()).backward()  # no positives: zero loss, still differentiable
+
+
+def test_gssd_pp_overfits_one_batch():
+    """Matching, encoding, loss and decoding agree: a few steps on one batch find every box."""
+    torch.manual_seed(0)
+    net = small("gssd_pp", input_size=96).train()
+    images, targets = batch(size=96)
+    opt = torch.optim.SGD(net.param_groups(1e-2), lr=1e-2, momentum=0.9)
+    for _ in range(30):
+        opt.zero_grad()
+        sum(net(images, targets).values()).backward()
+        opt.step()
+    with torch.no_grad():  # BatchNorm on batch statistics: 30 steps do not settle running stats
+        loc, conf = net.head_outputs(images)
+    for det, target in zip(detect(loc, conf, net.priors, 96), targets, strict=True):
+        confident = det["boxes"][det["scores"] > 0.5]
+        assert torchvision.ops.box_iou(target["boxes"], confident).max(1).values.min() > 0.5
