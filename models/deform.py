@@ -10,7 +10,8 @@
 * corner weights, validity and the modulation mask are folded into one weight per corner;
   :class:`_BilinearGather` forms the sampled columns ``[B * L, og * K * C/og]`` corner by
   corner and saves only indices and weights for backward (it gathers again there) - nothing of
-  the 4x corner tensor is kept; table gradients accumulate in fp32 with ``index_add_``;
+  the 4x corner tensor is kept; corner weights stay fp32 and the table gradient accumulates
+  in fp32 with ``index_add_`` even when the features are bf16;
 * the convolution itself is one (grouped) matmul that runs in bf16 under autocast.
 
 The DC module (paper section IV-C, Fig. 2 right) concatenates the feature map with the SA gate
@@ -95,10 +96,13 @@ class _BilinearGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
+        """``weights`` may be wider than ``table`` (fp32 with a bf16 table): the output takes the
+        table's dtype, gradients are accumulated at the weights' precision."""
         ctx.save_for_backward(table, rows, weights)
+        low = weights.to(table.dtype)
         out = None
         for j in range(rows.shape[0]):
-            term = F.embedding(rows[j], table) * weights[j, ..., None]
+            term = F.embedding(rows[j], table) * low[j, ..., None]
             out = term if out is None else out.add_(term)
         return out
 
@@ -108,19 +112,19 @@ class _BilinearGather(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            acc = torch.zeros(
-                table.shape,
-                dtype=torch.promote_types(table.dtype, torch.float32),
-                device=table.device,
-            )
+            acc_dtype = torch.promote_types(table.dtype, weights.dtype)
+            acc = torch.zeros(table.shape, dtype=acc_dtype, device=table.device)
             flat = grad.reshape(-1, table.shape[1])
-            for j in range(rows.shape[0]):
-                src = flat * weights[j].reshape(-1, 1)
-                acc.index_add_(0, rows[j].reshape(-1), src.to(acc.dtype))
+            for j in range(rows.shape[0]):  # bf16 grad x fp32 weight -> fp32 in one kernel
+                src = flat * weights[j].reshape(-1, 1).to(acc_dtype)
+                acc.index_add_(0, rows[j].reshape(-1), src)
             grad_table = acc.to(table.dtype)
         if ctx.needs_input_grad[2]:
             grad_weights = torch.stack(
-                [(F.embedding(rows[j], table) * grad).sum(-1) for j in range(rows.shape[0])]
+                [
+                    (F.embedding(rows[j], table) * grad).sum(-1, dtype=weights.dtype)
+                    for j in range(rows.shape[0])
+                ]
             )
         return grad_table, None, grad_weights
 
@@ -173,7 +177,7 @@ def modulated_deform_conv2d(
     )
     cg = c // og
     table = input.to(dtype).reshape(b, og, cg, h * w).permute(0, 1, 3, 2).reshape(-1, cg)
-    cols = _BilinearGather.apply(table, rows, corner_w.to(dtype))  # [B, L, og, K, cg]
+    cols = _BilinearGather.apply(table, rows, corner_w)  # [B, L, og, K, cg]
 
     # arrange columns and weights as [groups, ..., K * channels-in-group]
     wt = weight.to(dtype).reshape(groups, out_ch // groups, c_per_group, k)
