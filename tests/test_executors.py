@@ -143,7 +143,9 @@ def test_killed_ray_worker_is_reported_and_a_rerun_resumes(cohort, ray_local, tm
     report = next(line for line in lines if "FAILED" in line)
     assert str(slow_dir / UNIT_LOG) in report
     assert not (slow_dir / "metrics.json").exists()
+    assert torch.load(slow_dir / "checkpoints" / "last.pt", weights_only=True)["iteration"] >= 2
     stamp = (fast_dir / "metrics.json").stat().st_mtime_ns
+    config_stamp = (slow_dir / "config.json").stat().st_mtime_ns
     # the rerun resumes the killed unit from its checkpoint and skips the finished one
     assert ray_executor().run_units(units, lines.append) == []
     log = (slow_dir / UNIT_LOG).read_text()
@@ -152,6 +154,7 @@ def test_killed_ray_worker_is_reported_and_a_rerun_resumes(cohort, ray_local, tm
     assert resumed and resumed[0] >= 2
     assert len(pd.read_csv(slow_dir / "train_log.csv")) > 0
     assert (fast_dir / "metrics.json").stat().st_mtime_ns == stamp
+    assert (slow_dir / "config.json").stat().st_mtime_ns == config_stamp  # not started afresh
     assert set(metrics(slow_dir)) >= {"val", "test", "best_iteration"}
     assert metrics(slow_dir)["iterations"] == 8
 
