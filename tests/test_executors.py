@@ -200,6 +200,13 @@ def test_failed_unit_is_reported_and_the_others_go_on(cohort, tmp_path):
     assert "1 trained, 0 skipped, 1 failed" in lines[-1]
 
 
+def test_matrix_with_failed_units_ends_with_an_error_naming_their_logs(cohort, tmp_path):
+    bad = resolve("smoke", [*SETS, 'detector.overrides={"fail_after": 0}'])
+    with pytest.raises(RuntimeError, match=r"2 of 2 units failed .*unit\.log"):
+        runner.run_matrix(bad, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path,
+                          report=lambda line: None, executor=LocalExecutor(MODULES, gpus=[]))
+
+
 def test_local_executor_runs_one_process_per_gpu(tmp_path):
     units = [{"runs": str(tmp_path), "cohort_name": "c", "variant": "unregistered",
               "model": "m", "seed": s, "fail": s == 2} for s in range(5)]
