@@ -82,7 +82,7 @@ def metrics(run_dir):
     return {k: v for k, v in data.items() if k not in TIMING}
 
 
-def test_smoke_matrix_through_ray_equals_local(cohort, ray_local, tmp_path):
+def test_smoke_matrix_through_ray_equals_local(cohort, ray_local, tmp_path, capsys):
     base = resolve("smoke", SETS)
     args = (base, "nonrigid", ["tiny_test", "ssd"], [3])
     lines: list[str] = []
@@ -104,12 +104,15 @@ def test_smoke_matrix_through_ray_equals_local(cohort, ray_local, tmp_path):
             pd.testing.assert_frame_equal(pd.read_csv(a / name), pd.read_csv(b / name))
         assert (b / UNIT_LOG).exists() and read_owner(b) is None  # lock released
     assert any("4/4 done (0 skipped), 0 running, 0 failed" in line for line in lines)
-    # a rerun through Ray skips every unit and rewrites nothing
+    # the same matrix through the CLI on Ray: every unit is skipped, nothing is rewritten
     stamps = [(d / "metrics.json").stat().st_mtime_ns for d in dirs_ray]
-    lines.clear()
-    runner.run_matrix(*args, cohort=cohort, runs=tmp_path / "ray", report=lines.append,
-                      executor=ray_executor())
-    assert sum("skipped" in line for line in lines) >= 4
+    argv = ["run", "--variant", "nonrigid", "--cohort", str(cohort), "--models", "tiny_test,ssd",
+            "--seeds", "3", "--profile", "smoke", "--runs", str(tmp_path / "ray"),
+            "--executor", "ray", *[a for m in MODULES for a in ("--model-module", m)],
+            *[a for s in SETS for a in ("--set", s)]]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished before, skipped") == 4 and "sensitivity (eq. 6" in out
     assert [(d / "metrics.json").stat().st_mtime_ns for d in dirs_ray] == stamps
 
 
