@@ -24,13 +24,21 @@ method is. The paper wins over the issue text (which calls that row dagger-free)
 the box-only single-stream variant. ``retinanet_gconv`` (grouped VGG, 4 phases, + 1x1 channel
 fusion per source, boxes only) and ``retinanet_gconv_mask`` (the same + masks, the dagger row).
 
+Head (documented deviation): the classification and box subnets carry GroupNorm after each of
+their four 3x3 convs (torchvision's RetinaNet v2 / FCOS heads) instead of Zlocha et al.'s plain
+convs: without ImageNet pretraining the plain head's std-0.01 initialisation barely trains (on a
+phantom cohort at width 0.125 the focal loss went 1.12 -> 0.85 in 80 SGD steps without norm,
+0.51 -> 0.31 with it). ``head_norm=False`` gives the plain head.
+
 Detection settings follow the benchmark's evaluation facts: score > 0.01, NMS IoU 0.45, top 200.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -39,6 +47,7 @@ from torch import Tensor
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -113,6 +122,7 @@ class ImprovedRetinaNet(Detector):
         groups: int = 1,
         channel_fusion: bool = False,
         mask_supervision: bool = False,
+        head_norm: bool = True,
         anchor_scales: Sequence[float] = DEFAULT_SCALES,
         anchor_ratios: Sequence[float] = DEFAULT_RATIOS,
     ) -> None:
@@ -133,15 +143,18 @@ class ImprovedRetinaNet(Detector):
         backbone = VGGFPN(groups, channel_fusion, width)
         # torchvision's RetinaNet supplies head, anchors, matcher, losses and post-processing;
         # its resize/normalise transform is bypassed (inputs are already input_size, in [0, 1]).
+        c = backbone.out_channels
+        n_anchors = anchors.num_anchors_per_location()[0]
+        norm = partial(nn.GroupNorm, math.gcd(32, max(1, c // 8))) if head_norm else None
         self.retina = RetinaNet(
             backbone,
             num_classes=1,  # one sigmoid output: lesion (targets' label 1 -> index 0)
             anchor_generator=anchors,
+            head=RetinaNetHead(c, n_anchors, 1, norm_layer=norm),
             score_thresh=0.01,
             nms_thresh=0.45,
             detections_per_img=200,
         )
-        c = backbone.out_channels
         self.mask_head = (
             nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, 1, 1))
             if mask_supervision
@@ -206,6 +219,7 @@ def build_retinanet_improved(
     mask_supervision: bool = True,
     anchor_scales: Sequence[float] = DEFAULT_SCALES,
     anchor_ratios: Sequence[float] = DEFAULT_RATIOS,
+    head_norm: bool = True,
 ) -> ImprovedRetinaNet:
     """Improved RetinaNet [14], single stream, mask-supervised as printed in Table I."""
     return ImprovedRetinaNet(
@@ -214,6 +228,7 @@ def build_retinanet_improved(
         mask_supervision=mask_supervision,
         anchor_scales=anchor_scales,
         anchor_ratios=anchor_ratios,
+        head_norm=head_norm,
     )
 
 
@@ -228,6 +243,7 @@ def build_retinanet_gconv(
     width: float = 1.0,
     anchor_scales: Sequence[float] = DEFAULT_SCALES,
     anchor_ratios: Sequence[float] = DEFAULT_RATIOS,
+    head_norm: bool = True,
 ) -> ImprovedRetinaNet:
     """Improved RetinaNet + G.Conv & C.Fusion (box supervision only)."""
     return ImprovedRetinaNet(
@@ -237,6 +253,7 @@ def build_retinanet_gconv(
         channel_fusion=True,
         anchor_scales=anchor_scales,
         anchor_ratios=anchor_ratios,
+        head_norm=head_norm,
     )
 
 
@@ -251,6 +268,7 @@ def build_retinanet_gconv_mask(
     width: float = 1.0,
     anchor_scales: Sequence[float] = DEFAULT_SCALES,
     anchor_ratios: Sequence[float] = DEFAULT_RATIOS,
+    head_norm: bool = True,
 ) -> ImprovedRetinaNet:
     """Improved RetinaNet + G.Conv & C.Fusion, mask-supervised (Table I dagger row)."""
     return ImprovedRetinaNet(
@@ -261,4 +279,5 @@ def build_retinanet_gconv_mask(
         mask_supervision=True,
         anchor_scales=anchor_scales,
         anchor_ratios=anchor_ratios,
+        head_norm=head_norm,
     )

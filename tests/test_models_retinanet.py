@@ -154,3 +154,11 @@ def test_anchors_on_true_strides_cover_the_image() -> None:
         assert centres.max().item() > size - stride  # the last cell reaches the image border
         side = (level[:, 2] - level[:, 0]).unique()
         assert side.tolist() == [pytest.approx(4.0 * stride)]
+
+
+def test_head_norm_switch() -> None:
+    def norms(model: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.GroupNorm) for m in model.retina.head.modules())
+
+    assert norms(build("retinanet_gconv", width=WIDTH)) == 8  # 4 convs x 2 subnets
+    assert norms(build("retinanet_gconv", width=WIDTH, head_norm=False)) == 0
