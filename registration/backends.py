@@ -83,7 +83,12 @@ class ItkElastixBackend:
         with _quiet_swig():
             import itk
 
-            itk.ElastixRegistrationMethod  # noqa: B018 - force the lazy module load here
+            # ITK loads its modules lazily on first attribute access: load them all here,
+            # inside the warning filter (this takes ~15 s on a quiet 2-core machine)
+            for attr in ("ElastixRegistrationMethod", "TransformixFilter", "ParameterObject",
+                         "elastix_registration_method", "transformix_filter"):
+                getattr(itk, attr)
+            itk.array_from_image(itk.image_from_array(np.zeros((2, 2), np.float32)))
         self.itk = itk
 
     def _image(self, array: np.ndarray, spacing: tuple[float, float]) -> Any:
@@ -249,4 +254,5 @@ def set_threads(n: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
     with _quiet_swig():
         import itk
-    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
+
+        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
