@@ -139,6 +139,7 @@ def test_rerun_with_other_parameters_is_refused(cohort_dir, tmp_path, capsys):
         (["--patients", "2", "--motion-mm", "-1"], "must be >= 0"),
         (["--patients", "2", "--motion-mm", "nan"], "must be >= 0"),
         (["--patients", "2", "--workers", "0"], "must be at least 1"),
+        (["--patients", "2", "--seed", "-3"], "must be at least 0"),
         (["--patients", "2", "--bogus"], "unrecognized arguments"),
     ],
 )

@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--patients", type=_int_at_least(1), required=True, metavar="N", help="number of patients"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="random seed (default: %(default)s)"
+    )
     parser.add_argument(
         "--size",
         type=_int_at_least(32),

@@ -226,6 +226,8 @@ def synthesize(
         raise ValueError(f"patients must be at least 1, got {patients}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     out = Path(out)
     params = {
         "patients": patients,
