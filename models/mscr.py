@@ -130,8 +130,8 @@ class MSCR(Detector):
         f3 = f3 + F.interpolate(f4, size=f3.shape[-2:], mode="nearest")
         f2 = f2 + F.interpolate(f3, size=f2.shape[-2:], mode="nearest")
         x = self.head(f2)  # stride 4
-        logits = self.cls(x).flatten(1)
-        dist = torch.exp(self.reg(x).clamp(max=8.0)) * _STRIDE
+        logits = self.cls(x).float().flatten(1)  # float32 losses/boxes under autocast
+        dist = torch.exp(self.reg(x).float().clamp(max=8.0)) * _STRIDE
         return logits, dist.flatten(2).transpose(1, 2), _centres(*x.shape[-2:], images.device)
 
     @staticmethod

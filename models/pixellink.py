@@ -142,7 +142,7 @@ class PixelLink(Detector):
         return images.shape[-2] / maps.shape[-2], images.shape[-1] / maps.shape[-1]
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
-        maps = self.score_maps(images)
+        maps = self.score_maps(images).float()  # float32 losses/decoding under autocast
         stride = self._stride(maps, images)
         if self.training:
             if targets is None:

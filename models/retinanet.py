@@ -75,9 +75,9 @@ class PyramidAnchorGenerator(AnchorGenerator):
         if len(feature_maps) != len(STRIDES):
             raise ValueError(f"expected {len(STRIDES)} pyramid levels, got {len(feature_maps)}")
         grid_sizes = [list(f.shape[-2:]) for f in feature_maps]
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        device = feature_maps[0].device
         strides = [[torch.tensor(s, device=device)] * 2 for s in STRIDES]
-        self.set_cell_anchors(dtype, device)
+        self.set_cell_anchors(torch.float32, device)  # float32 even under autocast
         levels = self.grid_anchors(grid_sizes, strides)
         anchors = torch.cat([a + s / 2 for a, s in zip(levels, STRIDES, strict=True)])
         return [anchors] * len(image_list.image_sizes)
@@ -164,7 +164,8 @@ class ImprovedRetinaNet(Detector):
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None):
         feats = self.retina.backbone(images)
         features = list(feats.values())
-        head_out = self.retina.head(features)
+        # losses and box decoding in float32 (bf16 autocast would round coordinates to ~2 px)
+        head_out = {k: v.float() for k, v in self.retina.head(features).items()}
         size = (images.shape[-2], images.shape[-1])
         anchors = self.retina.anchor_generator(ImageList(images, [size] * len(images)), features)
         if self.training:
@@ -194,7 +195,7 @@ class ImprovedRetinaNet(Detector):
         """BCE + soft Dice between the upsampled mask logits and the lesion masks."""
         if any("masks" not in t for t in targets):
             raise ValueError("mask-supervised RetinaNet needs 'masks' in every target")
-        logits = F.interpolate(self.mask_head(finest), size=size, mode="bilinear")[:, 0]
+        logits = F.interpolate(self.mask_head(finest).float(), size=size, mode="bilinear")[:, 0]
         gt = torch.stack([t["masks"].to(logits.device, torch.float32) for t in targets])
         if gt.shape != logits.shape:
             raise ValueError(f"target masks have shape {tuple(gt.shape[1:])}, expected {size}")

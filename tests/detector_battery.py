@@ -108,3 +108,14 @@ def check_interface(model: Detector, size: int, masks: bool) -> None:
     groups = model.param_groups(1e-3)
     n_grouped = sum(len(g["params"]) for g in groups)
     assert n_grouped == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def check_autocast(model: Detector, size: int) -> None:
+    """Under bf16 autocast (the runner's GPU mode) losses and detections stay float32."""
+    images, targets = batch(size)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(images, targets)
+        with torch.no_grad():
+            out = model.eval()(images)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values()), losses
+    assert all(d["boxes"].dtype == torch.float32 for d in out)

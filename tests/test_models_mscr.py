@@ -6,6 +6,7 @@ import pytest
 import torch
 from detector_battery import (
     build,
+    check_autocast,
     check_deterministic,
     check_eval_format,
     check_interface,
@@ -32,6 +33,7 @@ def test_battery() -> None:
     check_interface(model, SIZE, masks=False)
     check_losses_and_gradients(model, SIZE)
     check_eval_format(model, SIZE)
+    check_autocast(model, SIZE)
 
 
 def test_deterministic() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from detector_battery import (
     build,
+    check_autocast,
     check_deterministic,
     check_eval_format,
     check_interface,
@@ -53,6 +54,7 @@ def test_battery(name: str) -> None:
     # low thresholds so that an untrained model returns boxes to check the format on
     model.pixel_threshold, model.min_area = 0.0, 1
     check_eval_format(model, SIZE)
+    check_autocast(model, SIZE)
 
 
 @pytest.mark.parametrize("name", ["pixellink", "pixellink_pp"])

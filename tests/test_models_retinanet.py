@@ -8,6 +8,7 @@ import torch
 from detector_battery import (
     batch,
     build,
+    check_autocast,
     check_deterministic,
     check_eval_format,
     check_interface,
@@ -50,6 +51,7 @@ def test_battery(name: str, masks: bool) -> None:
     assert model.retina.anchor_generator.num_anchors_per_location() == [15] * 5
     check_losses_and_gradients(model, SIZE)
     check_eval_format(model, SIZE)
+    check_autocast(model, SIZE)
 
 
 def test_deterministic() -> None:
