@@ -102,8 +102,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def accepts(builder: Any, argument: str) -> bool:
-    params = inspect.signature(builder).parameters
-    return argument in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    """Whether ``builder`` names ``argument`` explicitly (``**kwargs`` does not count)."""
+    return argument in inspect.signature(builder).parameters
 
 
 def model_overrides(config: dict[str, Any], run_dir: Path, train_set: LesionSliceDataset) -> dict:
