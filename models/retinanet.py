@@ -15,7 +15,8 @@ Backbone (documented choice): Zlocha et al. used ResNet-50; here the three rows 
 trunk of :mod:`models.vgg` (no pretraining), as the paper uses VGG16 for every model to decouple
 the modules from the backbone (section V-A) and because "G.Conv" needs a grouped trunk. FPN
 inputs: ``conv3_3`` (stride 4), ``conv4_3`` (8), ``fc7`` (16); P6 and P7 (strides 32, 64) come
-from torchvision's ``LastLevelP6P7``. Anchor base sizes are ``4 x stride`` (16 ... 256 px).
+from torchvision's ``LastLevelP6P7``. Anchor base sizes are ``4 x stride`` (16 ... 256 px), on
+the true strides and at cell centres (:class:`PyramidAnchorGenerator`).
 
 Rows (mapping to the paper's Table I, documented choice): the paper prints the single-stream row
 as "Improved RetinaNet [14] †", the dagger marking mask-supervised training, as Zlocha et al.'s
