@@ -197,9 +197,9 @@ class Texture:
 
 
 def spleen_texture(rng: np.random.Generator) -> Texture:
-    """The spleen's arciform (zebra) arterial enhancement: bands 12-20 mm apart, +-20-30 HU."""
+    """The spleen's arciform (zebra) arterial enhancement: bands 12-20 mm apart, +-30-45 HU."""
     k = 2 * np.pi / rng.uniform(12.0, 20.0, 2)
     directions = rng.normal(size=(2, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     waves = np.column_stack([directions * k[:, None], rng.uniform(0, 2 * np.pi, 2)])
-    return Texture(Tissue.SPLEEN, float(rng.uniform(20.0, 30.0)), waves.astype(np.float32))
+    return Texture(Tissue.SPLEEN, float(rng.uniform(30.0, 45.0)), waves.astype(np.float32))
