@@ -119,11 +119,11 @@ class LesionSliceDataset(Dataset):
         return tuple(self._slabs[self.items[index].patient][1].shape[2:])  # type: ignore[return-value]
 
     def raw(self, index: int) -> Sample:
-        """The un-augmented, un-resized sample."""
+        """The un-augmented, un-resized sample; image uint8 ``[12, H, W]`` (255 = 1.0)."""
         ref = self.items[index]
         z0, slab, lesion = self._slabs[ref.patient]
         k = ref.slice - z0
-        image = slab[:, k - 1 : k + 2].reshape(-1, *slab.shape[2:]).astype(np.float32) / 255
+        image = slab[:, k - 1 : k + 2].reshape(-1, *slab.shape[2:])
         return Sample(image, ref.boxes.copy(), lesion[k].copy())
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -136,13 +136,19 @@ class LesionSliceDataset(Dataset):
             sample = resize(sample, self.input_size)
         ref = self.items[int(index)]
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)),
+            "image": torch.from_numpy(_as_float(sample.image)),
             "boxes": torch.from_numpy(sample.boxes.astype(np.float32).reshape(-1, 4)),
             "labels": torch.ones(len(sample.boxes), dtype=torch.int64),
             "mask": torch.from_numpy(np.ascontiguousarray(sample.mask, dtype=np.uint8)),
             "patient": ref.patient,
             "slice": ref.slice,
         }
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1 / 255)
+    return np.ascontiguousarray(image, dtype=np.float32)
 
 
 def collate(items: list[dict]) -> tuple[torch.Tensor, list[dict]]:
