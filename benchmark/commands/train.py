@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from benchmark.atomic import read_json
@@ -39,7 +40,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="override any profile field, e.g. --set train.iterations=200 "
         "--set detector.width=0.5 (repeatable; values are JSON)",
     )
-    parser.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
+    parser.add_argument(
+        "--iterations", type=int, metavar="N", help="shortcut for --set train.iterations=N"
+    )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for train.device)")
     add_model_module_arg(parser)
 
@@ -78,11 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run",
         help="the benchmark matrix: train every model on a variant and unregistered, summarise",
-        description="Train and evaluate every model on a registered variant and on the "
-        "unregistered cohort it is compared against, then print AP per metric and the paper's "
-        "sensitivity (eq. 6). Without --cohort, the profile's synthetic phantom cohort is used "
-        "(created under work/cohorts/ when missing); a missing registered variant is created. "
-        "Finished runs are skipped, killed ones resume.",
+        description=textwrap.fill(
+            "Train and evaluate every model on a registered variant and on the unregistered "
+            "cohort it is compared against, then print AP per metric and the paper's "
+            "sensitivity (eq. 6). Without --cohort, the profile's synthetic phantom cohort is "
+            "used (created under work/cohorts/ when missing); a missing registered variant is "
+            "created. Finished runs are skipped, killed ones resume.",
+            88,
+        ),
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
