@@ -191,6 +191,11 @@ def test_rerun_resumes_after_interruption(tmp_path):
     assert len(read_log(tmp_path / "c", "affine")) == 2 * per_patient
 
 
+def test_cli_names_the_bad_folder(tmp_path, capsys):
+    assert main(["register", "--cohort", str(tmp_path), "--variant", "rigid"]) == 2
+    assert f"{tmp_path}" in capsys.readouterr().err
+
+
 def test_bad_input_is_refused(tmp_path):
     with pytest.raises(CohortError, match="not a cohort"):
         register_variant(tmp_path, "rigid", progress=False)
