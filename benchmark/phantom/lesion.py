@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,9 @@ from benchmark.phantom.shapes import Ellipsoid, random_deform
 
 DIAMETER_CM = (4.3, 2.7, 1.0, 16.0)
 """Paper cohort: mean, SD, min, max lesion diameter (cm)."""
+
+PointTest = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``f(qz, qy, qx) -> bool array``: whether points (mm) satisfy a condition."""
 
 CAPSULE_RATE = 0.8
 MOSAIC_RATE = 0.35
@@ -79,7 +83,7 @@ def draw_diameter_mm(rng: np.random.Generator) -> float:
 
 def draw_lesion(
     rng: np.random.Generator,
-    inside_liver,
+    inside_liver: PointTest,
     z_range: tuple[float, float],
     liver_box: np.ndarray,
     min_mm: float = 10.0,

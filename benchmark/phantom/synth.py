@@ -23,7 +23,7 @@ from benchmark.phantom.enhancement import (
     lesion_hu,
     spleen_texture,
 )
-from benchmark.phantom.lesion import draw_lesion
+from benchmark.phantom.lesion import PointTest, draw_lesion
 from benchmark.phantom.motion import displacement, draw_breath, organ_scale, wall_weights
 from benchmark.phantom.noise import blur, ct_noise
 
@@ -31,6 +31,7 @@ LESION_PHASE_COUNTS = {"arterial": 91, "portal": 31, "delayed": 158}
 """Phases the paper's annotators drew the lesion masks on (of 280 patients)."""
 
 GENERATOR_VERSION = 1
+"""Stored in the manifest params: a cohort made by another generator version is not resumed."""
 MIN_LESION_PX = 9
 """Smallest lesion diameter in pixels (on coarse grids smaller ones vanish in the paper's
 11x11 mask smoothing and give no box)."""
@@ -49,10 +50,12 @@ def _grid(config: PhantomConfig, z_center: float) -> tuple[np.ndarray, np.ndarra
     return z, xy, xy.copy()
 
 
-def _inside_liver(anatomy: Anatomy):
+def _inside_liver(anatomy: Anatomy) -> PointTest:
+    """Point test: liver (not vessels, kidney, IVC, ...) and not hidden by the static wall."""
+
     def test(qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         qz, qy, qx = (np.asarray(a, np.float32) for a in (qz, qy, qx))
-        labels, liver = anatomy.visceral_labels(qz, qy, qx)
+        _, liver = anatomy.visceral_labels(qz, qy, qx)
         return liver & anatomy.in_cavity(qy, qx)
 
     return test
