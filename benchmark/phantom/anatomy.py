@@ -161,8 +161,8 @@ class Anatomy:
         unwarped rows of raster-ordered points; they let each shape look at a window only.
         """
         n = qz.size
-        lo = np.array([qz.min(), qy.min(), qx.min()]) if n else np.zeros(3)
-        hi = np.array([qz.max(), qy.max(), qx.max()]) if n else np.zeros(3)
+        lo = [float(qz.min()), float(qy.min()), float(qx.min())] if n else [0.0] * 3
+        hi = [float(qz.max()), float(qy.max()), float(qx.max())] if n else [0.0] * 3
         labels = np.full(qz.shape, Tissue.FAT, np.uint8)
 
         def candidates(bbox: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:

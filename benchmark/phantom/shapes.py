@@ -6,7 +6,9 @@ edges stay sharp whatever the motion. Points are flat float32 arrays ``qz, qy, q
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,7 +25,7 @@ class Ellipsoid:
     angle: float = 0.0
     deform: tuple[float, ...] = (0.0,) * N_DEFORM
 
-    @property
+    @cached_property
     def bbox(self) -> np.ndarray:
         """Conservative ``[[zmin, ymin, xmin], [zmax, ymax, xmax]]``."""
         grow = 1.0 + float(np.sum(np.abs(self.deform)))
@@ -67,7 +69,7 @@ class Tube:
     r0: float
     r1: float
 
-    @property
+    @cached_property
     def bbox(self) -> np.ndarray:
         r = max(self.r0, self.r1)
         pts = np.array([self.a, self.b])
@@ -88,9 +90,12 @@ def random_deform(rng: np.random.Generator, scale: float) -> tuple[float, ...]:
     return tuple(float(v) for v in rng.normal(0.0, scale, N_DEFORM).clip(-2 * scale, 2 * scale))
 
 
-def overlaps(bbox: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+def overlaps(bbox: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> bool:
     """Whether a shape's bbox meets the box ``[lo, hi]`` of a point set."""
-    return bool(np.all(bbox[0] <= hi) and np.all(bbox[1] >= lo))
+    (z0, y0, x0), (z1, y1, x1) = bbox.tolist()
+    return (
+        z0 <= hi[0] and y0 <= hi[1] and x0 <= hi[2] and z1 >= lo[0] and y1 >= lo[1] and x1 >= lo[2]
+    )
 
 
 def in_box(bbox: np.ndarray, qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
