@@ -37,7 +37,8 @@ VARIANTS: tuple[str, ...] = METHODS
 LOG_NAME = "registration_log.csv"
 LOG_DIR = "logs"
 LOG_COLUMNS = (
-    "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error"
+    "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error",
+    "lesion_px_before", "lesion_px_after",
 )
 BODY_HU = -500.0
 """Voxels above this HU (in the fixed portal slice) count as body for the NCC measure."""
@@ -110,7 +111,8 @@ def register_patient(
             moving = patient.phases[phase][z]
             row = {"patient": patient.id, "slice": z, "phase": phase, "method": method,
                    "seconds": 0.0, "ncc_before": body_ncc(fixed[z], moving),
-                   "ncc_after": float("nan"), "status": "copied", "error": ""}
+                   "ncc_after": float("nan"), "status": "copied", "error": "",
+                   "lesion_px_before": "", "lesion_px_after": ""}
             rows.append(row)
             if z not in touched:
                 continue
@@ -138,6 +140,8 @@ def register_patient(
                     liver[phase][z] = new_liver
                 if new_lesion is not None:
                     lesion[z] = new_lesion
+                    row.update(lesion_px_before=int(patient.lesion[z].sum()),
+                               lesion_px_after=int(new_lesion.sum()))
                 if new_disp is not None:
                     disp[phase][z] = new_disp
                 row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped))

@@ -129,6 +129,11 @@ def test_variants_are_complete_cohorts_with_binary_masks(registered):
         assert (log["status"] == "registered").sum() == 6  # 2 slices x 3 moving phases
         assert (log["seconds"] > 0).all()
         assert (log["ncc_after"] > log["ncc_before"]).mean() > 0.5
+        warped = log[log["lesion_px_before"].notna()]
+        assert set(warped["phase"]) == {"arterial"} and len(warped) == 2
+        drawn = warped["lesion_px_before"] > 0
+        assert drawn.any() and (warped.loc[drawn, "lesion_px_after"] > 0).all()
+        assert (warped.loc[~drawn, "lesion_px_after"] == 0).all()
 
 
 def test_table2_order_on_synthetic_cohort(registered):
