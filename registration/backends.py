@@ -36,6 +36,8 @@ _SWIG_WARNING = r"builtin type (swigvarlink|SwigPy\w+) has no __module__ attribu
 
 @contextlib.contextmanager
 def _quiet_swig() -> Iterator[None]:
+    # the swigvarlink warning can also come at interpreter exit: filter that message for good
+    warnings.filterwarnings("ignore", message=_SWIG_WARNING, category=DeprecationWarning)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SWIG_WARNING, category=DeprecationWarning)
         yield
