@@ -175,6 +175,19 @@ def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
         np.testing.assert_array_equal(patient.phases[phase][z], source.phases[phase][z])
 
 
+def test_table2_without_displacement_or_liver_masks(tmp_path):
+    _fake_cohort(tmp_path / "c", n=1)
+    register_variant(tmp_path / "c", "rigid", backend=FakeBackend(), progress=False)
+    table = alignment_table(tmp_path / "c").set_index("variant")
+    assert list(table.index) == ["unregistered", "rigid"]  # affine, nonrigid not registered
+    assert table["residual_mm"].isna().all() and table["liver_dice"].notna().all()
+    bare = make_patient("q", 2, size=48, slices=3)
+    bare.liver = bare.displacement = None
+    make_cohort(tmp_path / "bare", [bare])
+    row = alignment_table(tmp_path / "bare").iloc[0]
+    assert np.isnan(row["liver_dice"]) and np.isfinite(row["ncc"]) and row["slices"] == 3
+
+
 def test_rerun_resumes_after_interruption(tmp_path):
     _fake_cohort(tmp_path / "c", n=2)
     per_patient = 3 * 3  # 3 touched slices x 3 moving phases
