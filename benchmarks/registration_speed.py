@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    set_threads(args.threads)
+    set_threads(args.threads, args.backend)
     start = time.perf_counter()
     backend = get_backend(args.backend)
     print(f"backend {args.backend}: loaded in {time.perf_counter() - start:.1f} s; "

@@ -6,7 +6,8 @@ authors' code does). Only ``DefaultPixelValue`` of the result image is changed (
 slice's minimum, i.e. air instead of 0 HU); it does not touch the optimisation.
 
 Threads: itk-elastix crashes when threads are set per call (ITKElastix issue 160), so the
-number of threads is set only through ITK's global default (:func:`set_threads`).
+number of threads is set only through ITK's global default (:func:`set_threads`). The two
+bindings each bring their own ITK: never load both into one process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -228,14 +231,27 @@ class SimpleElastixBackend:
 
 
 def simpleelastix_available() -> bool:
-    """True when a SimpleITK with elastix support is importable."""
+    """True when a SimpleITK with elastix support is installed.
+
+    Checked in a subprocess: SimpleITK-SimpleElastix and itk-elastix bring their own ITK
+    libraries, and loading both into one process corrupts the heap.
+    """
     if importlib.util.find_spec("SimpleITK") is None:
         return False
-    try:
-        SimpleElastixBackend()
-    except ImportError:
-        return False
-    return True
+    check = "import SimpleITK as s; s.ElastixImageFilter"
+    return subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+
+
+def check_backend(name: str) -> None:
+    """Raise ValueError for an unknown backend, ImportError for one not installed (cheap:
+    nothing is loaded into this process)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown registration backend {name!r}; use one of {', '.join(BACKENDS)}")
+    if name == "itk-elastix" and importlib.util.find_spec("itk") is None:
+        raise ImportError("itk-elastix is not installed: pip install itk-elastix")
+    if name == "simpleelastix" and not simpleelastix_available():
+        raise ImportError("SimpleElastix is not installed: pip install phasebench[simpleelastix] "
+                          "(in an environment without plain SimpleITK)")
 
 
 def get_backend(name: str = "itk-elastix") -> Backend:
@@ -247,14 +263,20 @@ def get_backend(name: str = "itk-elastix") -> Backend:
     raise ValueError(f"unknown registration backend {name!r}; use one of {', '.join(BACKENDS)}")
 
 
-def set_threads(n: int) -> None:
-    """Threads per process for ITK/elastix, set ONLY through ITK's global default.
+def set_threads(n: int, backend: str = "itk-elastix") -> None:
+    """Threads per process for elastix, set ONLY through the global default of ``backend``'s
+    ITK (itk-elastix crashes when threads are set per call, ITKElastix issue 160).
 
-    Setting threads per call crashes itk-elastix (ITKElastix issue 160).
+    Only ``backend``'s library is loaded: the two bindings must not share a process.
     """
     n = max(1, int(n))
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
     with _quiet_swig():
-        import itk
+        if backend == "itk-elastix":
+            import itk
 
-        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
+            itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(n)
+        elif backend == "simpleelastix":
+            import SimpleITK as sitk
+
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)

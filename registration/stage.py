@@ -30,7 +30,14 @@ from scipy import ndimage
 from benchmark import FIXED_PHASE
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
-from registration.backends import METHODS, Backend, SliceRegistration, get_backend, set_threads
+from registration.backends import (
+    METHODS,
+    Backend,
+    SliceRegistration,
+    check_backend,
+    get_backend,
+    set_threads,
+)
 from registration.metrics import MOVING_PHASES
 
 VARIANTS: tuple[str, ...] = METHODS
@@ -171,7 +178,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(backend: str | Backend, threads: int) -> None:
-    set_threads(threads)
+    set_threads(threads, backend if isinstance(backend, str) else backend.name)
     _WORKER["backend"] = get_backend(backend) if isinstance(backend, str) else backend
 
 
@@ -220,7 +227,7 @@ def register_variant(
                           "unregistered cohort")
     backend_name = backend if isinstance(backend, str) else backend.name
     if isinstance(backend, str):
-        get_backend(backend)  # fail early when the backend is not installed
+        check_backend(backend)
     writer = CohortWriter(
         variant_dir(cohort_root, variant), name=source.name, kind=source.kind, variant=variant,
         params={"method": variant, "backend": backend_name, "parameter_maps": "elastix default",
