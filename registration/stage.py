@@ -19,6 +19,7 @@ import csv
 import io
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -99,9 +100,12 @@ def _check(reg: SliceRegistration) -> None:
 
 
 def register_patient(
-    patient: Patient, method: str, backend: Backend
+    patient: Patient, method: str, backend: Backend, on_slice: Callable[[], Any] | None = None
 ) -> tuple[Patient, list[dict[str, Any]]]:
-    """Register every touched slice of one patient; returns the variant patient and log rows."""
+    """Register every touched slice of one patient; returns the variant patient and log rows.
+
+    ``on_slice`` is called after each touched slice (all moving phases), e.g. for progress.
+    """
     if method not in VARIANTS:
         raise ValueError(f"unknown variant {method!r}; use one of {', '.join(VARIANTS)}")
     phases = {p: v.copy() for p, v in patient.phases.items()}
@@ -153,6 +157,8 @@ def register_patient(
                     disp[phase][z] = new_disp
                 row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped))
             row["seconds"] = time.perf_counter() - start
+        if on_slice is not None and z in touched:
+            on_slice()
     meta = {**patient.meta, "registration": {
         "method": method, "backend": backend.name, "slices": sorted(touched), "failed": failed}}
     out = Patient(
@@ -183,11 +189,12 @@ def _init_worker(backend: str | Backend, threads: int) -> None:
 
 
 def _run_patient(
-    source: Path, writer: CohortWriter, pid: str, method: str
+    source: Path, writer: CohortWriter, pid: str, method: str,
+    on_slice: Callable[[], Any] | None = None,
 ) -> tuple[str, list[dict[str, Any]], float]:
     start = time.perf_counter()
     patient = Cohort(source).load(pid, liver=True, displacement=True)
-    out, rows = register_patient(patient, method, _WORKER["backend"])
+    out, rows = register_patient(patient, method, _WORKER["backend"], on_slice)
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
     writer.write_patient(out)
     return pid, rows, time.perf_counter() - start
@@ -244,9 +251,8 @@ def register_variant(
                 bar.update(counts[pid])
         elif workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
             _init_worker(backend, threads)
-            for pid in todo:
-                _run_patient(source.root, writer, pid, variant)
-                bar.update(counts[pid])
+            for pid in todo:  # progress per slice here, per patient with several workers
+                _run_patient(source.root, writer, pid, variant, on_slice=lambda: bar.update(1))
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker,

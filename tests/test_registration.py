@@ -22,7 +22,13 @@ from registration.backends import (
     set_threads,
     simpleelastix_available,
 )
-from registration.stage import LOG_COLUMNS, read_log, residual_displacement, touched_slices
+from registration.stage import (
+    LOG_COLUMNS,
+    read_log,
+    register_patient,
+    residual_displacement,
+    touched_slices,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -163,6 +169,14 @@ def test_cli_prints_table_and_timing(registered, capsys):
     assert main(["register", "--cohort", str(registered), "--variant", "all", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| nonrigid |" in out and "s/slice" in out
+
+
+def test_progress_is_reported_per_touched_slice():
+    patient = make_patient("p", 0, size=48, slices=5, lesion_slices=(3,))
+    ticks = []
+    _, rows = register_patient(patient, "rigid", FakeBackend(), on_slice=lambda: ticks.append(1))
+    assert len(ticks) == 3  # slices 2, 3, 4
+    assert [r["slice"] for r in rows if r["status"] == "copied"] == [0, 0, 0, 1, 1, 1]
 
 
 def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
