@@ -110,7 +110,8 @@ def alignment_table(
     published = published_dice()
     rows = []
     for variant in variants:
-        if variant != UNREGISTERED and not (variant_dir(cohort_root, variant) / "cohort.json").exists():
+        folder = variant_dir(cohort_root, variant)
+        if variant != UNREGISTERED and not (folder / "cohort.json").exists():
             log.warning("variant %s of %s not registered yet; left out of Table II",
                         variant, cohort_root)
             continue

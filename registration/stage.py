@@ -15,11 +15,12 @@ misalignment can be measured.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -207,6 +208,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def worker_pool(workers: int, backend: str = "itk-elastix") -> Iterator[ProcessPoolExecutor | None]:
+    """Processes to share between several :func:`register_variant` calls (``pool=``), so each
+    worker loads ITK once; ``None`` for one worker. Workers start on the first task."""
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if workers == 1:
+        yield None
+        return
+    threads = max(1, available_cores() // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(backend, threads)) as pool:
+        yield pool
+
+
 def register_variant(
     cohort_root: str | Path,
     variant: str,
@@ -215,6 +231,7 @@ def register_variant(
     backend: str | Backend = "itk-elastix",
     progress: bool = True,
     executor: Any = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Cohort:
     """Write ``variant_dir(cohort_root, variant)``: the cohort registered with ``variant``.
 
@@ -222,7 +239,8 @@ def register_variant(
     ``workers`` processes run in parallel with ``cores // workers`` ITK threads each (a
     backend passed as an object instead of a name runs in this process). The per-slice log
     is written to ``<variant dir>/registration_log.csv``. ``executor``: a cluster executor
-    (``benchmark.executors``, e.g. Ray) that runs each patient as a task instead.
+    (``benchmark.executors``, e.g. Ray) that runs each patient as a task instead. ``pool``:
+    processes from :func:`worker_pool` (same backend) used instead of starting new ones.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
@@ -249,24 +267,31 @@ def register_variant(
         if executor is not None:
             for pid in executor.register_patients(source.root, writer, todo, variant, backend):
                 bar.update(counts[pid])
+        elif pool is not None and todo:
+            _run_in_pool(pool, source.root, writer, todo, variant,
+                         lambda pid: bar.update(counts[pid]))
         elif workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
             _init_worker(backend, threads)
             for pid in todo:  # progress per slice here, per patient with several workers
                 _run_patient(source.root, writer, pid, variant, on_slice=lambda: bar.update(1))
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                     initializer=_init_worker,
-                                     initargs=(backend, threads)) as pool:
-                futures = [pool.submit(_run_patient, source.root, writer, pid, variant)
-                           for pid in todo]
-                for future in as_completed(futures):
-                    pid = future.result()[0]
-                    bar.update(counts[pid])
+            with worker_pool(workers, backend) as own:
+                _run_in_pool(own, source.root, writer, todo, variant,
+                             lambda pid: bar.update(counts[pid]))
     finally:
         bar.close()
     cohort = writer.finish(order=source.patient_ids)
     _merge_logs(writer.root, source.patient_ids)
     return cohort
+
+
+def _run_in_pool(
+    pool: ProcessPoolExecutor, source: Path, writer: CohortWriter, todo: list[str], method: str,
+    done: Callable[[str], Any],
+) -> None:
+    futures = [pool.submit(_run_patient, source, writer, pid, method) for pid in todo]
+    for future in as_completed(futures):
+        done(future.result()[0])
 
 
 def _lesion(source: Cohort, pid: str) -> np.ndarray:

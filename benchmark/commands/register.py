@@ -52,17 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from benchmark.executors import executor_from_args
     from registration.alignment import alignment_table, to_markdown
-    from registration.stage import VARIANTS, read_log, register_variant
+    from registration.stage import VARIANTS, read_log, register_variant, worker_pool
 
     variants = VARIANTS if args.variant == "all" else (args.variant,)
     executor = executor_from_args(args)  # ray: one task per patient; local: --workers processes
     walls = {}
-    for variant in variants:
-        start = time.perf_counter()
-        register_variant(args.cohort, variant, workers=args.workers, backend=args.backend,
-                         progress=not args.no_progress,
-                         executor=executor if executor.remote else None)
-        walls[variant] = time.perf_counter() - start
+    with worker_pool(args.workers, args.backend) as pool:  # ITK loads once per worker
+        for variant in variants:
+            start = time.perf_counter()
+            register_variant(args.cohort, variant, workers=args.workers, backend=args.backend,
+                             progress=not args.no_progress,
+                             executor=executor if executor.remote else None, pool=pool)
+            walls[variant] = time.perf_counter() - start
     table = alignment_table(args.cohort)
     print("Table II (alignment between phases; written to "
           f"{args.cohort / 'variants' / 'table2.csv'})")
