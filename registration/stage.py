@@ -170,11 +170,10 @@ def register_patient(
     return out, rows
 
 
-def _rows_csv(rows: list[dict[str, Any]], header: bool = True) -> str:
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    if header:
-        writer.writeheader()
+    writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
