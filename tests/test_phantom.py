@@ -129,6 +129,14 @@ def test_masks_displacements_and_static_wall(sim):
     assert 0.55 < kidney_dz / liver_dz < 0.9
 
 
+def test_breath_hold_mismatch_has_a_substantial_inplane_part(sim):
+    """In-plane liver motion is about half the cranio-caudal one (2D registration can act on it)."""
+    for phase in ("precontrast", "arterial", "delayed"):
+        field = sim.patient.displacement[phase][sim.labels[phase] == Tissue.LIVER]
+        inplane = np.linalg.norm(field[:, 1:], axis=-1).mean()
+        assert inplane > 0.4 * np.abs(field[:, 0]).mean(), phase
+        assert inplane > 0.35 * DEFAULT_MOTION_MM, phase
+
 def test_displacement_points_from_phase_to_portal(sim):
     """Where a phase's liver mask differs from portal's, p + d(p) lands on portal's answer."""
     patient = sim.patient

@@ -11,7 +11,7 @@ FOV_MM = 380.0
 SLICE_MM = 5.0
 """Slice thickness and spacing, as in the paper's portal-venous series."""
 
-DEFAULT_MOTION_MM = 6.0
+DEFAULT_MOTION_MM = 5.0
 """Default cranio-caudal breath-hold mismatch scale (mm).
 
 Calibrated so that the arterial-vs-portal liver Dice (per slice, mean over non-zero slices)

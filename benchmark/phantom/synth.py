@@ -30,7 +30,7 @@ from benchmark.phantom.noise import blur, ct_noise
 LESION_PHASE_COUNTS = {"arterial": 91, "portal": 31, "delayed": 158}
 """Phases the paper's annotators drew the lesion masks on (of 280 patients)."""
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Stored in the manifest params: a cohort made by another generator version is not resumed."""
 MIN_LESION_PX = 9
 """Smallest lesion diameter in pixels (on coarse grids smaller ones vanish in the paper's
