@@ -9,13 +9,14 @@ voxel ``p`` of that phase lies in the portal phase: ``p + d(p)``. It is
   belly mix: the between-breath-hold mismatch reported for registration (4.95 +- 2.71 mm, up
   to 30 mm) is the full 3D vector, so the in-plane share here is larger than in free breathing;
 * zero in the body wall, spine and ribs and ramping up over a few mm inside the wall, so the
-  organs slide along the wall; the in-plane part ramps up over a longer distance (10 mm, or
-  2.5x the largest in-plane amplitude of that breath if more) so organs do not push into the
-  wall and the field never folds (in-plane gradient below 0.6 from the ramp);
+  organs slide along the wall; the in-plane part ramps up over a longer distance (at least
+  10 mm and 2.5x the largest in-plane amplitude of that breath: 15-28 mm at the default
+  motion) so organs do not push into the wall and the field never folds (the
+  ramp adds an in-plane gradient below 0.6);
 * scaled down smoothly to ~0.65x over the kidneys and tapered away from the diaphragm;
 * plus a smooth random non-rigid part (separable low-frequency cosines, wavelengths 90-220 mm),
   stronger in-plane (0.22x ``motion_mm`` per term) than through-plane: organs deform, not only
-  shift, between breath-holds, and this is the part only B-spline registration can undo.
+  shift, between breath-holds; only a non-rigid registration can follow this part.
 """
 
 from __future__ import annotations
