@@ -45,7 +45,11 @@ def itk_backend():
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> Path:
-    """One patient, two lesion slices, registered once with every method (real elastix)."""
+    """One patient, two lesion slices, registered once with every method (real elastix).
+
+    The test phantom, not ``benchmark.phantom``: the project phantom's body wall does not move,
+    which pins elastix's rigid and affine maps to the identity (see docs/registration.md).
+    """
     root = tmp_path_factory.mktemp("reg") / "cohort"
     patient = make_patient(
         "a", 1, size=ORDER_SIZE, slices=2, lesion_slices=(0,), lesion_phase="arterial"
