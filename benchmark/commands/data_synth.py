@@ -46,7 +46,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from benchmark.phantom.config import DEFAULT_MOTION_MM
+    from benchmark.phantom.config import DEFAULT_BULK_MM, DEFAULT_MOTION_MM
 
     parser = subparsers.add_parser(
         "synth",
@@ -87,6 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s, liver Dice arterial-vs-portal ~0.90)",
     )
     parser.add_argument(
+        "--bulk-mm",
+        type=_non_negative_float,
+        default=DEFAULT_BULK_MM,
+        metavar="B",
+        help="rigid in-plane table shift of the whole body between series in mm "
+        "(rotation ~0.3 degree per mm); 0 keeps wall and bones still (default: %(default)s)",
+    )
+    parser.add_argument(
         "--workers",
         type=_int_at_least(1),
         default=1,
@@ -114,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.inspect import format_summary, summarize
     from benchmark.phantom import PhantomConfig, synthesize
 
-    config = PhantomConfig(size=args.size, slices=args.slices, motion_mm=args.motion_mm)
+    config = PhantomConfig(
+        size=args.size, slices=args.slices, motion_mm=args.motion_mm, bulk_mm=args.bulk_mm
+    )
     _check_writable(args.out)
     cohort = synthesize(
         args.out,

@@ -91,7 +91,13 @@ class Anatomy:
         Returns ``(labels [Z, Y, X] uint8, cavity [Y, X] bool)``; ``cavity`` marks where the
         visceral (moving) anatomy is shown instead.
         """
-        yy, xx = np.meshgrid(y, x, indexing="ij")
+        return self.static_labels_at(z, *np.meshgrid(y, x, indexing="ij"))
+
+    def static_labels_at(
+        self, z: np.ndarray, yy: np.ndarray, xx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`static_labels` at in-plane points ``(yy, xx)`` ``[Y, X]`` (mm) of every slice
+        ``z`` (e.g. a rigidly moved grid)."""
         plane = np.full(yy.shape, Tissue.AIR, np.uint8)
         plane[self.wall.body(yy, xx)] = Tissue.FAT
         plane[self.wall.muscle_outer(yy, xx)] = Tissue.MUSCLE

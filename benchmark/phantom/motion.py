@@ -16,7 +16,12 @@ voxel ``p`` of that phase lies in the portal phase: ``p + d(p)``. It is
 * scaled down smoothly to ~0.65x over the kidneys and tapered away from the diaphragm;
 * plus a smooth random non-rigid part (separable low-frequency cosines, wavelengths 90-220 mm),
   stronger in-plane (0.22x ``motion_mm`` per term) than through-plane: organs deform, not only
-  shift, between breath-holds; only a non-rigid registration can follow this part.
+  shift, between breath-holds; only a non-rigid registration can follow this part;
+* composed with a bulk in-plane rigid motion of the whole body (:class:`Bulk`, wall, spine and
+  ribs included): the patient shifts on the table in the minutes between two series.
+  If ``R`` maps a point of the phase to the body frame of portal and ``b`` is the breathing
+  field above (defined in that frame), the phase's field is ``d(p) = R(p) - p + b(R(p))``;
+  its Jacobian is ``det(I + grad b)`` at ``R(p)`` (``det R = 1``), so it stays positive.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, map_coordinates
 
 SLIDE_RAMP_MM = (1.0, 8.0)
 INPLANE_RAMP_MM = (1.0, 10.0)
@@ -34,6 +39,8 @@ INPLANE_RAMP_PER_MM = 2.5
 RETRO_SCALE = 0.65
 TAPER = (0.6, 1.3)
 """Range of the cranio-caudal taper of the whole field (more motion near the diaphragm)."""
+BULK_ROTATION_DEG_PER_MM = 0.3
+"""Standard deviation of the bulk rotation per mm of ``bulk_mm`` (1 degree at 3.3 mm)."""
 QUANTUM_MM = 1.0 / 256.0
 """Stored fields are rounded to this step (keeps files small; far below a voxel)."""
 
@@ -79,6 +86,75 @@ def draw_breath(rng: np.random.Generator, motion_mm: float) -> Breath:
     return Breath(
         (float(si), float(ap), float(lr)), tuple(tuple(float(v) for v in w) for w in waves)
     )
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """Rigid in-plane motion of the whole body of one phase relative to portal.
+
+    The anatomy at in-plane point ``(y, x)`` (mm) of the phase lies in portal's body frame at
+    ``centre + rot(angle) (p - centre) + shift``: a rotation about the z axis through the body
+    centre, then a translation.
+    """
+
+    shift: tuple[float, float]  # (dy, dx) mm
+    angle_deg: float
+    centre: tuple[float, float]  # (y, x) mm
+
+    def apply(self, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Body-frame coordinates of the phase's in-plane points ``(yy, xx)`` (mm)."""
+        a = np.deg2rad(self.angle_deg)
+        cos, sin = np.float32(np.cos(a)), np.float32(np.sin(a))
+        ry, rx = yy - np.float32(self.centre[0]), xx - np.float32(self.centre[1])
+        qy = self.centre[0] + cos * ry - sin * rx + self.shift[0]
+        qx = self.centre[1] + sin * ry + cos * rx + self.shift[1]
+        return qy.astype(np.float32), qx.astype(np.float32)
+
+
+def draw_bulk(rng: np.random.Generator, bulk_mm: float, centre: tuple[float, float]) -> Bulk:
+    """Draw a table shift: translation of 0.5-1.5x ``bulk_mm`` in a uniform in-plane direction,
+    rotation normal with SD ``BULK_ROTATION_DEG_PER_MM * bulk_mm`` degrees (clipped at 2.5 SD)."""
+    size = bulk_mm * rng.uniform(0.5, 1.5)
+    direction = rng.uniform(0.0, 2.0 * np.pi)
+    angle = BULK_ROTATION_DEG_PER_MM * bulk_mm * float(np.clip(rng.normal(), -2.5, 2.5))
+    return Bulk(
+        (float(size * np.sin(direction)), float(size * np.cos(direction))),
+        float(angle),
+        (float(centre[0]), float(centre[1])),
+    )
+
+
+def compose_bulk(
+    breathing: np.ndarray,
+    bulk: Bulk,
+    y: np.ndarray,
+    x: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Field ``[Z, Y, X, 3]`` of :class:`Bulk` followed by ``breathing`` (a field of
+    :func:`displacement` on the grid axes ``y``, ``x``, mm), and the body-frame coordinate planes
+    ``(qy, qx)`` of the grid. ``breathing`` is interpolated linearly at the moved points (it is
+    smooth); points moved off the grid take the nearest edge value (air: zero)."""
+    yy, xx = np.meshgrid(np.asarray(y, np.float32), np.asarray(x, np.float32), indexing="ij")
+    qy, qx = bulk.apply(yy, xx)
+    step_y, step_x = float(y[1] - y[0]), float(x[1] - x[0])
+    coords = np.stack([(qy - y[0]) / step_y, (qx - x[0]) / step_x])
+    field = np.empty_like(breathing)
+    for k in range(breathing.shape[0]):
+        for comp in range(3):
+            field[k, :, :, comp] = map_coordinates(
+                breathing[k, :, :, comp], coords, order=1, mode="nearest"
+            )
+    field[..., 1] += qy - yy
+    field[..., 2] += qx - xx
+    return quantize(field), (qy, qx)
+
+
+def quantize(field: np.ndarray) -> np.ndarray:
+    """Round a field to ``QUANTUM_MM`` in place and return it."""
+    field *= np.float32(1.0 / QUANTUM_MM)
+    np.rint(field, out=field)
+    field *= np.float32(QUANTUM_MM)
+    return field
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -147,10 +223,7 @@ def displacement(
             for fz, plane in terms:
                 out += np.float32(fz[k]) * plane
             out *= weight
-    field *= np.float32(1.0 / QUANTUM_MM)
-    np.rint(field, out=field)
-    field *= np.float32(QUANTUM_MM)
-    return field
+    return quantize(field)
 
 
 def jacobian_determinant(disp: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:

@@ -24,13 +24,20 @@ from benchmark.phantom.enhancement import (
     spleen_texture,
 )
 from benchmark.phantom.lesion import PointTest, draw_lesion
-from benchmark.phantom.motion import displacement, draw_breath, organ_scale, wall_weights
+from benchmark.phantom.motion import (
+    compose_bulk,
+    displacement,
+    draw_breath,
+    draw_bulk,
+    organ_scale,
+    wall_weights,
+)
 from benchmark.phantom.noise import blur, ct_noise
 
 LESION_PHASE_COUNTS = {"arterial": 91, "portal": 31, "delayed": 158}
 """Phases the paper's annotators drew the lesion masks on (of 280 patients)."""
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Stored in the manifest params: a cohort made by another generator version is not resumed."""
 MIN_LESION_PX = 9
 """Smallest lesion diameter in pixels (on coarse grids smaller ones vanish in the paper's
@@ -73,7 +80,11 @@ def _render(
     subsamples: int,
     texture: Texture | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Noise-free HU volume (slice-profile averaged), centre labels and liver mask of a phase."""
+    """Noise-free HU volume (slice-profile averaged), centre labels and liver mask of a phase.
+
+    ``static`` and ``cavity`` are the static labels seen by this phase's grid (moved with its
+    bulk motion); ``disp`` is its whole field (bulk and breathing).
+    """
     yy, xx = np.meshgrid(y, x, indexing="ij")
     py, px = yy[cavity], xx[cavity]
     offsets = ((np.arange(subsamples) + 0.5) / subsamples - 0.5) * SLICE_MM
@@ -153,18 +164,24 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
     )
     noise_sd = float(rng.uniform(*config.noise_hu))
     spleen = spleen_texture(rng)
+    bulk_rng = np.random.default_rng([seed, index, 2])  # own stream: other draws stay as before
+    centre = (anatomy.wall.cy, 0.0)
+    bulks = {p: draw_bulk(bulk_rng, config.bulk_mm, centre) for p in breaths}
 
     static, cavity = anatomy.static_labels(z, y, x)
     weights = wall_weights(cavity, config.spacing[1])
     scale = organ_scale(z, y, x, [(k.center, k.axes) for k in anatomy.kidneys])
     phases, livers, disps, label_maps = {}, {}, {}, {}
     for i, phase in enumerate(PHASES):
-        disp = None
+        disp, seen, inside = None, static, cavity
         if phase != FIXED_PHASE:
-            disp = displacement(breaths[phase], z, y, x, weights, scale)
+            disp, moved = compose_bulk(
+                displacement(breaths[phase], z, y, x, weights, scale), bulks[phase], y, x
+            )
+            seen, inside = anatomy.static_labels_at(z, *moved)
         texture = spleen if phase == "arterial" else None
         hu, labels, liver = _render(
-            anatomy, static, cavity, z, y, x, disp, lut[i], config.z_subsamples, texture
+            anatomy, seen, inside, z, y, x, disp, lut[i], config.z_subsamples, texture
         )
         noise = ct_noise(np.random.default_rng([seed, index, i, 1]), hu.shape, noise_sd)
         phases[phase] = blur(hu) + noise
@@ -184,6 +201,10 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
         "lesion_necrosis": lesion.necrosis > 0,
         "lesion_mosaic": bool(lesion.mosaic),
         "motion_mm": {p: [round(v, 3) for v in b.shift] for p, b in breaths.items()},
+        "bulk": {
+            p: {"shift_mm": [round(v, 3) for v in b.shift], "angle_deg": round(b.angle_deg, 3)}
+            for p, b in bulks.items()
+        },
         "noise_sd_hu": round(noise_sd, 2),
         "body_mm": [round(2 * anatomy.wall.by, 1), round(2 * anatomy.wall.bx, 1)],
     }
