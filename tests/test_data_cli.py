@@ -43,6 +43,7 @@ def test_synth_writes_a_complete_cohort(cohort_dir, capsys):
             "size",
             "slices",
             "motion_mm",
+            "bulk_mm",
             "noise_hu",
             "z_subsamples",
         ]
@@ -138,6 +139,7 @@ def test_rerun_with_other_parameters_is_refused(cohort_dir, tmp_path, capsys):
         (["--patients", "2", "--size", "8"], "must be at least 32"),
         (["--patients", "2", "--motion-mm", "-1"], "must be >= 0"),
         (["--patients", "2", "--motion-mm", "nan"], "must be >= 0"),
+        (["--patients", "2", "--bulk-mm", "-2"], "must be >= 0"),
         (["--patients", "2", "--workers", "0"], "must be at least 1"),
         (["--patients", "2", "--seed", "-3"], "must be at least 0"),
         (["--patients", "2", "--bogus"], "unrecognized arguments"),
