@@ -15,6 +15,7 @@ from scipy import ndimage
 
 from benchmark.cli import main
 from benchmark.cohort import CohortError, open_variant
+from benchmark.phantom import PhantomConfig, synthesize
 from registration import VARIANTS, alignment_table, register_variant
 from registration.backends import (
     SliceRegistration,
@@ -167,6 +168,26 @@ def test_table2_order_on_synthetic_cohort(registered):
         written.columns
     )
     assert (registered / "variants" / "table2.md").read_text().startswith("| variant |")
+
+
+@pytest.fixture(scope="module")
+def project_phantom(tmp_path_factory) -> Path:
+    """``benchmark.phantom`` at default motion (bulk table shift + breathing), rigid and affine
+    only: its B-spline result depends on the patient (see docs/registration.md)."""
+    root = tmp_path_factory.mktemp("project") / "cohort"
+    synthesize(root, 1, 0, PhantomConfig(size=128, slices=3, z_subsamples=1), progress=False)
+    for variant in ("rigid", "affine"):
+        register_variant(root, variant, progress=False)
+    return root
+
+
+def test_rigid_and_affine_undo_the_bulk_shift_of_the_project_phantom(project_phantom):
+    variants = ("unregistered", "rigid", "affine")
+    table = alignment_table(project_phantom, variants).set_index("variant")
+    dice, residual = table["liver_dice"], table["residual_mm"]
+    assert dice["rigid"] > dice["unregistered"] + 0.03
+    assert dice["rigid"] <= dice["affine"] + 0.005
+    assert residual["unregistered"] > max(residual["rigid"], residual["affine"]) + 1.0
 
 
 def test_cli_prints_table_and_timing(registered, capsys):
