@@ -48,8 +48,9 @@ def itk_backend():
 def registered(tmp_path_factory) -> Path:
     """One patient, two lesion slices, registered once with every method (real elastix).
 
-    The test phantom, not ``benchmark.phantom``: the project phantom's body wall does not move,
-    which pins elastix's rigid and affine maps to the identity (see docs/registration.md).
+    The test phantom, not ``benchmark.phantom``: on the project phantom rigid and affine gain
+    (see :func:`project_phantom`) but the B-spline beats affine on some patients only
+    (docs/registration.md).
     """
     root = tmp_path_factory.mktemp("reg") / "cohort"
     patient = make_patient(
