@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 
 import models
 from models.base import IN_CHANNELS, Detector, Supervision
-
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """Run a test on one intra-op thread, then restore the setting.
-
-    The models under test are tiny; on a loaded shared machine two OpenMP threads spend most of
-    their time waiting for each other (measured: ~10x slower than one thread).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def batch(size: int, seed: int = 0) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

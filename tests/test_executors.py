@@ -40,14 +40,6 @@ SETS = ["eval.bootstrap=10", "train.threads=1"]
 TIMING = {"images_per_second", "seconds", "device"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("executors") / "tiny"

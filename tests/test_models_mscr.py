@@ -11,13 +11,10 @@ from detector_battery import (
     check_eval_format,
     check_interface,
     check_losses_and_gradients,
-    single_thread,  # noqa: F401 (fixture)
 )
 
 import models
 from models.mscr import _centres
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZE, WIDTH = 64, 0.25
 

@@ -14,7 +14,6 @@ from detector_battery import (
     check_eval_format,
     check_interface,
     check_losses_and_gradients,
-    single_thread,  # noqa: F401 (fixture)
 )
 
 import models
@@ -22,8 +21,6 @@ from models.attention import SelfAttention
 from models.deform import DCModule
 from models.pixellink import _link_loss, _pixel_loss
 from models.pixellink_decode import NEIGHBOURS, decode, instance_map, link_targets
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZE, WIDTH = 64, 0.25
 ROWS = ["pixellink", "pixellink_gconv", "pixellink_pp"]

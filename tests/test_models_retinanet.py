@@ -13,7 +13,6 @@ from detector_battery import (
     check_eval_format,
     check_interface,
     check_losses_and_gradients,
-    single_thread,  # noqa: F401 (fixture)
 )
 from torchvision.models.detection.image_list import ImageList
 
@@ -27,8 +26,6 @@ from models.anchor_opt import (
     optimise_anchors,
 )
 from models.retinanet import STRIDES
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 SIZE, WIDTH = 64, 0.25
 ROWS = {"retinanet_improved": True, "retinanet_gconv": False, "retinanet_gconv_mask": True}

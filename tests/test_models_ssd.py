@@ -19,16 +19,6 @@ from models.vgg import VGGTrunk
 SIZE, WIDTH = 64, 0.125
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with several developers sharing 2 cores, OpenMP spinning with 2
-    threads made these small models ~40x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ABLATIONS = [
     "gssd_pp_no_phase_offsets",
     "gssd_pp_no_dc",

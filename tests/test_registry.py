@@ -33,14 +33,6 @@ SSD_ROWS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _forget_plugin() -> None:
     registry._REGISTRY.pop(PLUGIN, None)
     for mod in [m for m in sys.modules if m.startswith("phasebench_example")]:

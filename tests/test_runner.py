@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``)
-import torch
 from tiny_cohort import make_cohort
 
 from benchmark import cli, runner
@@ -15,14 +14,6 @@ from benchmark.config import apply_overrides, load_profile, resolve
 from benchmark.evaluation import METRIC_KEYS
 
 SETS = ["train.iterations=4", "train.val_every=2", "train.checkpoint_every=2", "eval.bootstrap=10"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

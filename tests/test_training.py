@@ -26,15 +26,6 @@ from benchmark.training import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on two shared, busy cores are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     return make_cohort(tmp_path_factory.mktemp("train") / "tiny", patients=8)
