@@ -20,7 +20,7 @@ from benchmark.phantom.motion import jacobian_determinant
 from benchmark.phantom.synth import simulate
 from registration.metrics import liver_dice, mean_nonzero
 
-# Ranges of phantom-facts.md (precontrast, arterial, portal, delayed); None = not checked here.
+# Published HU ranges (precontrast, arterial, portal, delayed); None = not checked here.
 FACT_RANGES = {
     Tissue.LIVER: [(55, 65), None, (110, 125), (90, 100)],
     Tissue.AORTA: [(40, 50), (290, 360), (150, 170), (110, 130)],

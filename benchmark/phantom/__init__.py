@@ -5,8 +5,8 @@ config)`` writes a resumable cohort (see ``docs/cohort-format.md``). Modules:
 
 * :mod:`~benchmark.phantom.anatomy`: random abdomen as analytic shapes (static wall and spine,
   moving organs, vessel trees); :mod:`~benchmark.phantom.shapes`: the shape primitives;
-* :mod:`~benchmark.phantom.enhancement`: tissue labels and per-phase HU drawn per patient from
-  ``phantom-facts.md``; HCC enhancement patterns;
+* :mod:`~benchmark.phantom.enhancement`: tissue labels and per-phase HU drawn per patient within
+  published ranges; HCC enhancement patterns;
 * :mod:`~benchmark.phantom.lesion`: the HCC (size, placement, capsule, necrosis, mosaic);
 * :mod:`~benchmark.phantom.motion`: sliding, tapered, non-folding breath-hold displacement;
 * :mod:`~benchmark.phantom.noise`: partial-volume blur and ramp x apodisation noise;

