@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.phantom.enhancement import ENHANCEMENT_PATTERNS, Tissue
-from benchmark.phantom.shapes import Ellipsoid, random_deform
+from benchmark.phantom.shapes import Ellipsoid, in_box, random_deform
 
 DIAMETER_CM = (4.3, 2.7, 1.0, 16.0)
 """Paper cohort: mean, SD, min, max lesion diameter (cm)."""
@@ -38,16 +38,7 @@ class Lesion:
     def labels(self, qz: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
         """Lesion tissue codes at flat points; 0 outside the lesion."""
         out = np.zeros(qz.shape, np.uint8)
-        bbox = self.shape.bbox
-        box = (
-            (qz >= bbox[0, 0])
-            & (qz <= bbox[1, 0])
-            & (qy >= bbox[0, 1])
-            & (qy <= bbox[1, 1])
-            & (qx >= bbox[0, 2])
-            & (qx <= bbox[1, 2])
-        )
-        idx = np.nonzero(box)[0]
+        idx = np.nonzero(in_box(self.shape.bbox, qz, qy, qx))[0]
         if idx.size == 0:
             return out
         z, y, x = qz[idx], qy[idx], qx[idx]
