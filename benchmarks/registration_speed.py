@@ -43,7 +43,7 @@ def main() -> None:
           f"{args.slices} slices x 3 moving phases")
     print(f"{'method':9s} {'s/slice':>8s} {'min':>7s} {'max':>7s} {'failed':>6s}")
     for method in args.methods:
-        _, rows = register_patient(patient, method, backend)
+        _, rows, _ = register_patient(patient, method, backend)
         done = [r for r in rows if r["status"] != "copied"]
         per_slice: dict[int, float] = {}
         for row in done:

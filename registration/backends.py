@@ -5,6 +5,12 @@ Both run elastix with its DEFAULT parameter maps, as the paper did: ``rigid``, `
 authors' code does). Only ``DefaultPixelValue`` of the result image is changed (to the moving
 slice's minimum, i.e. air instead of 0 HU); it does not touch the optimisation.
 
+A transform is exchanged as elastix parameter maps (:meth:`Backend.transform_maps`, plain
+``{name: [values]}`` dicts) so it can be saved and applied again. itk-elastix can also start
+``nonrigid`` from the transform of an earlier ``affine`` registration of the same slices
+(``initial=``): elastix then runs only the B-spline map, initialised by that affine transform,
+which is exactly what the two-map sequence does (the results are bit-identical).
+
 Threads: itk-elastix crashes when threads are set per call (ITKElastix issue 160), so the
 number of threads is set only through ITK's global default (:func:`set_threads`). The two
 bindings each bring their own ITK: never load both into one process.
@@ -33,6 +39,8 @@ DEFAULT_MAPS: dict[str, tuple[str, ...]] = {
     "affine": ("affine",),
     "nonrigid": ("affine", "bspline"),
 }
+ParameterMap = dict[str, list[str]]
+"""One elastix parameter map as plain Python: parameter name -> values (strings)."""
 # SWIG-generated modules warn about their own types on import under Python >= 3.12.
 _SWIG_WARNING = r"builtin type (swigvarlink|SwigPy\w+) has no __module__ attribute"
 
@@ -61,18 +69,32 @@ class SliceRegistration:
 class Backend(Protocol):
     name: str
 
+    #: whether :meth:`register` accepts ``initial`` (a ``nonrigid`` run starting from an
+    #: ``affine`` transform)
+    reuses_affine: bool
+
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
+        initial: list[ParameterMap] | None = None,
     ) -> SliceRegistration: ...
 
     def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray: ...
 
     def displacement(self, reg: SliceRegistration) -> np.ndarray: ...
 
+    def transform_maps(self, reg: SliceRegistration) -> list[ParameterMap]: ...
+
 
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown registration method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def _check_initial(method: str, initial: list[ParameterMap] | None) -> None:
+    if initial is not None and (method != "nonrigid" or not initial
+                                or initial[-1].get("Transform") != ["AffineTransform"]):
+        raise ValueError("an initial transform is only taken by nonrigid, and must be the "
+                         "parameter maps of an affine registration")
 
 
 def _to_binary(warped: np.ndarray) -> np.ndarray:
@@ -83,6 +105,7 @@ class ItkElastixBackend:
     """Elastix through the ``itk-elastix`` wheels (``itk.elastix_registration_method``)."""
 
     name = "itk-elastix"
+    reuses_affine = True
 
     def __init__(self) -> None:
         with _quiet_swig():
@@ -101,27 +124,44 @@ class ItkElastixBackend:
         image.SetSpacing((float(spacing[1]), float(spacing[0])))  # ITK order is (x, y)
         return image
 
-    def _parameters(self, method: str, default_pixel: float) -> Any:
-        check_method(method)
+    def _parameter_object(self, maps: list[ParameterMap]) -> Any:
         params = self.itk.ParameterObject.New()
-        for name in DEFAULT_MAPS[method]:
+        for pmap in maps:
+            params.AddParameterMap({key: tuple(values) for key, values in pmap.items()})
+        return params
+
+    def _parameters(self, names: tuple[str, ...], default_pixel: float) -> Any:
+        params = self.itk.ParameterObject.New()
+        for name in names:
             pmap = params.GetDefaultParameterMap(name)
             pmap["DefaultPixelValue"] = [repr(float(default_pixel))]
             params.AddParameterMap(pmap)
         return params
 
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
+        initial: list[ParameterMap] | None = None,
     ) -> SliceRegistration:
-        params = self._parameters(method, float(moving.min()))
+        check_method(method)
+        _check_initial(method, initial)
+        names = DEFAULT_MAPS[method][1:] if initial else DEFAULT_MAPS[method]
+        extra = {} if initial is None else {
+            "initial_transform_parameter_object": self._parameter_object(initial)}
         result, transform = self.itk.elastix_registration_method(
             self._image(fixed, spacing),
             self._image(moving, spacing),
-            parameter_object=params,
+            parameter_object=self._parameters(names, float(moving.min())),
             log_to_console=False,
+            **extra,
         )
+        # with an initial transform object, the returned transform holds its maps too
         return SliceRegistration(self.itk.array_from_image(result).astype(np.float32),
                                  (transform, spacing))
+
+    def transform_maps(self, reg: SliceRegistration) -> list[ParameterMap]:
+        transform, _ = reg.transform
+        return [{key: list(values) for key, values in transform.GetParameterMap(i).items()}
+                for i in range(transform.GetNumberOfParameterMaps())]
 
     def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray:
         transform, spacing = reg.transform
@@ -159,6 +199,7 @@ class SimpleElastixBackend:
     """
 
     name = "simpleelastix"
+    reuses_affine = False
 
     def __init__(self) -> None:
         with _quiet_swig():
@@ -186,9 +227,13 @@ class SimpleElastixBackend:
             yield filt
 
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
+        initial: list[ParameterMap] | None = None,
     ) -> SliceRegistration:
         check_method(method)
+        if initial is not None:
+            raise ValueError("the simpleelastix backend always runs the whole map sequence "
+                             "(reuses_affine is False)")
         maps = self.sitk.VectorOfParameterMap()
         for name in DEFAULT_MAPS[method]:
             pmap = self.sitk.GetDefaultParameterMap(name)
@@ -223,6 +268,9 @@ class SimpleElastixBackend:
 
     def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray:
         return _to_binary(self._transformix(reg, mask, nearest=True))
+
+    def transform_maps(self, reg: SliceRegistration) -> list[ParameterMap]:
+        return [{key: list(values) for key, values in pmap.items()} for pmap in reg.transform[0]]
 
     def displacement(self, reg: SliceRegistration) -> np.ndarray:
         size = tuple(int(s) for s in reg.transform[0][0]["Size"])[::-1]

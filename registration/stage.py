@@ -6,6 +6,12 @@ slices). Every other slice is copied unregistered and logged with status ``copie
 whose registration fails (exception, non-finite output) is kept unregistered, logged with
 status ``failed`` and listed in the patient's ``meta["registration"]["failed"]``.
 
+Every slice's transform is saved with the variant (:mod:`registration.transforms`). A
+``nonrigid`` run starts from the saved ``affine`` transforms of the same slices when the
+``affine`` variant was registered first from the same data with the same backend: elastix's
+non-rigid sequence begins with exactly that affine registration, so this skips recomputing it
+and gives bit-identical results (log column ``initial``: ``affine``).
+
 Masks follow their phase's transform with nearest-neighbour interpolation
 (``FinalBSplineInterpolationOrder 0``): the liver masks of moving phases, and the lesion mask
 when its ``lesion_phase`` is not portal. For synthetic patients the variant stores the RESIDUAL
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import os
 import time
@@ -24,30 +31,38 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
-from benchmark import FIXED_PHASE
+from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
 from registration.backends import (
     METHODS,
     Backend,
+    ParameterMap,
     SliceRegistration,
     check_backend,
     get_backend,
     set_threads,
 )
 from registration.metrics import MOVING_PHASES
+from registration.transforms import (
+    SliceKey,
+    read_record,
+    save_transforms,
+    slice_maps,
+    transforms_path,
+)
 
 VARIANTS: tuple[str, ...] = METHODS
 LOG_NAME = "registration_log.csv"
 LOG_DIR = "logs"
 LOG_COLUMNS = (
     "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error",
-    "lesion_px_before", "lesion_px_after",
+    "lesion_px_before", "lesion_px_after", "initial",
 )
 BODY_HU = -500.0
 """Voxels above this HU (in the fixed portal slice) count as body for the NCC measure."""
@@ -100,15 +115,32 @@ def _check(reg: SliceRegistration) -> None:
         raise FloatingPointError("registration produced non-finite intensities")
 
 
+class RegisteredPatient(NamedTuple):
+    """What :func:`register_patient` returns."""
+
+    patient: Patient
+    rows: list[dict[str, Any]]
+    transforms: dict[SliceKey, list[ParameterMap]]
+    """elastix parameter maps of every registered ``(slice, phase)``"""
+
+
 def register_patient(
-    patient: Patient, method: str, backend: Backend, on_slice: Callable[[], Any] | None = None
-) -> tuple[Patient, list[dict[str, Any]]]:
-    """Register every touched slice of one patient; returns the variant patient and log rows.
+    patient: Patient, method: str, backend: Backend, on_slice: Callable[[], Any] | None = None,
+    initial: dict[SliceKey, list[ParameterMap]] | None = None,
+) -> RegisteredPatient:
+    """Register every touched slice of one patient; returns the variant patient, the log rows
+    and the transforms.
 
     ``on_slice`` is called after each touched slice (all moving phases), e.g. for progress.
+    ``initial``: affine transforms of this patient's slices (``nonrigid`` only, a backend with
+    ``reuses_affine``); slices without one run the whole sequence.
     """
     if method not in VARIANTS:
         raise ValueError(f"unknown variant {method!r}; use one of {', '.join(VARIANTS)}")
+    if initial and not (method == "nonrigid" and getattr(backend, "reuses_affine", False)):
+        raise ValueError(f"initial transforms are only used by nonrigid on a backend that "
+                         f"reuses affine transforms, not {method} on {backend.name}")
+    initial = initial or {}
     phases = {p: v.copy() for p, v in patient.phases.items()}
     liver = {p: v.copy() for p, v in patient.liver.items()} if patient.liver else None
     disp = {p: v.copy() for p, v in patient.displacement.items()} if patient.displacement else None
@@ -117,20 +149,22 @@ def register_patient(
     spacing = (float(patient.spacing[1]), float(patient.spacing[2]))
     touched = set(touched_slices(patient.lesion).tolist())
     rows: list[dict[str, Any]] = []
+    transforms: dict[SliceKey, list[ParameterMap]] = {}
     failed: list[list[Any]] = []
     for z in range(fixed.shape[0]):
         for phase in MOVING_PHASES:
             moving = patient.phases[phase][z]
+            start_from = initial.get((z, phase))
             row = {"patient": patient.id, "slice": z, "phase": phase, "method": method,
                    "seconds": 0.0, "ncc_before": body_ncc(fixed[z], moving),
                    "ncc_after": float("nan"), "status": "copied", "error": "",
-                   "lesion_px_before": "", "lesion_px_after": ""}
+                   "lesion_px_before": "", "lesion_px_after": "", "initial": ""}
             rows.append(row)
             if z not in touched:
                 continue
             start = time.perf_counter()
             try:
-                reg = backend.register(fixed[z], moving, spacing, method)
+                reg = backend.register(fixed[z], moving, spacing, method, initial=start_from)
                 _check(reg)
                 new_liver = (
                     backend.warp_mask(liver[phase][z], reg) if liver and phase in liver else None
@@ -143,6 +177,7 @@ def register_patient(
                     residual_displacement(disp[phase][z], backend.displacement(reg), spacing)
                     if disp and phase in disp else None
                 )
+                maps = backend.transform_maps(reg)
             except Exception as err:  # logged and flagged; the slice stays unregistered
                 row.update(status="failed", error=f"{type(err).__name__}: {err}"[:300])
                 failed.append([z, phase])
@@ -156,7 +191,9 @@ def register_patient(
                                lesion_px_after=int(new_lesion.sum()))
                 if new_disp is not None:
                     disp[phase][z] = new_disp
-                row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped))
+                transforms[(z, phase)] = maps
+                row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped),
+                           initial="affine" if start_from else "")
             row["seconds"] = time.perf_counter() - start
         if on_slice is not None and z in touched:
             on_slice()
@@ -167,7 +204,33 @@ def register_patient(
         spacing=patient.spacing, origin=patient.origin, split=patient.split, liver=liver,
         displacement=disp, meta=meta,
     )
-    return out, rows
+    return RegisteredPatient(out, rows, transforms)
+
+
+def data_fingerprint(patient: Patient) -> str:
+    """SHA-1 of a patient's four phase volumes: saved transforms fit only these images."""
+    digest = hashlib.sha1()
+    for phase in PHASES:
+        digest.update(np.ascontiguousarray(patient.phases[phase], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def reusable_affine(
+    source: Path, patient: Patient, backend: Backend
+) -> dict[SliceKey, list[ParameterMap]]:
+    """The saved ``affine`` transforms of ``patient`` when they were made from the same images
+    by the same backend (and that backend can start from them); otherwise nothing."""
+    path = transforms_path(variant_dir(source, "affine"), patient.id)
+    if not getattr(backend, "reuses_affine", False) or not path.exists():
+        return {}
+    try:
+        record = read_record(path)
+    except ValueError:
+        return {}
+    if (record.get("method"), record.get("backend"), record.get("data_sha1")) != (
+            "affine", backend.name, data_fingerprint(patient)):
+        return {}
+    return slice_maps(record)
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:
@@ -193,8 +256,14 @@ def _run_patient(
     on_slice: Callable[[], Any] | None = None,
 ) -> tuple[str, list[dict[str, Any]], float]:
     start = time.perf_counter()
+    backend = _WORKER["backend"]
     patient = Cohort(source).load(pid, liver=True, displacement=True)
-    out, rows = register_patient(patient, method, _WORKER["backend"], on_slice)
+    initial = reusable_affine(source, patient, backend) if method == "nonrigid" else None
+    out, rows, transforms = register_patient(patient, method, backend, on_slice, initial)
+    about = {"patient": pid, "method": method, "backend": backend.name,
+             "data_sha1": data_fingerprint(patient)}
+    # transforms and log first, the patient folder last: a patient is done when written
+    save_transforms(transforms_path(writer.root, pid), transforms, about)
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
     writer.write_patient(out)
     return pid, rows, time.perf_counter() - start
@@ -260,6 +329,7 @@ def register_variant(
     )
     todo = [pid for pid in source.patient_ids if pid not in writer.done()]
     counts = {pid: len(touched_slices(_lesion(source, pid))) for pid in todo}
+    todo.sort(key=lambda pid: -counts[pid])  # longest first: workers finish closer together
     threads = max(1, available_cores() // workers)
     bar = _progress(sum(counts.values()), variant, progress)
     try:
