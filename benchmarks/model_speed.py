@@ -4,6 +4,9 @@
     python benchmarks/model_speed.py --device cpu --batch 2 --size 160 --width 0.25 --threads 1
 
 Models: one training step (loss forward + backward, no optimizer) on random images and boxes.
+``--models`` also takes ``tv_ssd300``: torchvision's ``ssd300_vgg16`` (full width whatever ``--width``; no weights, 2
+classes, first conv widened to the 12 input channels), the reference the runner's throughput
+target refers to, timed the same way.
 Modules: at the conv4_3 scale of the chosen model config (C channels, S x S map): the SA
 module, the whole DC module, our modulated deformable conv and torchvision's
 ``deform_conv2d`` on the same inputs (random offsets of a few pixels, random masks), and the
@@ -59,24 +62,49 @@ def random_targets(batch: int, size: int, gen: torch.Generator) -> list[dict]:
     return targets
 
 
+REFERENCE = "tv_ssd300"
+
+
+def torchvision_ssd300(size: int) -> torch.nn.Module:
+    """torchvision's SSD300-VGG16 for 12-channel input and one lesion class, untrained."""
+    from torchvision.models.detection import ssd300_vgg16
+
+    net = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=2)
+    first = net.backbone.features[0]
+    net.backbone.features[0] = torch.nn.Conv2d(12, first.out_channels, 3, padding=1)
+    net.transform.fixed_size = (size, size)
+    net.transform.image_mean, net.transform.image_std = [0.0] * 12, [1.0] * 12
+    return net
+
+
 def model_step(name: str, args: argparse.Namespace, device: torch.device, amp) -> dict:
-    net = models.build(name, input_size=args.size, width=args.width).to(device).train()
+    if name == REFERENCE:
+        net = torchvision_ssd300(args.size)
+    else:
+        net = models.build(name, input_size=args.size, width=args.width)
+    net = net.to(device).train()
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(args.batch, 12, args.size, args.size, generator=gen).to(device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = net.prepare_targets(random_targets(args.batch, args.size, gen))
+    targets = random_targets(args.batch, args.size, gen)
+    if name == REFERENCE:
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        inputs: object = list(images)
+    else:
+        targets, inputs = net.prepare_targets(targets), images
 
     def step() -> None:
         net.zero_grad(set_to_none=True)
         with amp():
-            losses = net(images, targets)
+            losses = net(inputs, targets)
         sum(losses.values()).backward()
 
     result = timed(step, device, args.steps, args.warmup)
     result["params"] = sum(p.numel() for p in net.parameters())
+    result["images_per_s"] = args.batch / result["median_ms"] * 1e3
     return result
 
 
@@ -171,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio_to_baseline"] = r["median_ms"] / base
         print(
             f"model  {name:28s} {r['median_ms']:9.1f} ms  (min {r['min_ms']:.1f}, "
-            f"x{r['ratio_to_baseline']:.2f} of {args.baseline}, {r['params'] / 1e6:.2f}M params)"
+            f"x{r['ratio_to_baseline']:.2f} of {args.baseline}, {r['images_per_s']:.1f} img/s, "
+            f"{r['params'] / 1e6:.2f}M params)"
         )
     if not args.no_modules:
         for name, r in module_steps(args, device, amp).items():
