@@ -16,8 +16,10 @@ EPILOG = """\
 Each of precontrast, arterial and delayed is registered slice by slice onto portal with
 elastix's default parameter maps (non-rigid = affine then B-spline), over the slices the
 detector reads (lesion slices and their neighbours); the other slices are copied. Variants go
-to COHORT/variants/<variant>/ with a per-slice registration_log.csv; Table II goes to
-COHORT/variants/table2.csv and table2.md. Rerun the same command to resume.
+to COHORT/variants/<variant>/ with a per-slice registration_log.csv and every slice's elastix
+transform (transforms/); non-rigid starts from the affine variant's transforms when they
+exist (same result, faster). Table II goes to COHORT/variants/table2.csv and table2.md.
+Rerun the same command to resume.
 """
 
 
