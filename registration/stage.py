@@ -216,11 +216,12 @@ def data_fingerprint(patient: Patient) -> str:
 
 
 def reusable_affine(
-    source: Path, patient: Patient, backend: Backend
+    source: Path, patient_id: str, fingerprint: str, backend: Backend
 ) -> dict[SliceKey, list[ParameterMap]]:
-    """The saved ``affine`` transforms of ``patient`` when they were made from the same images
-    by the same backend (and that backend can start from them); otherwise nothing."""
-    path = transforms_path(variant_dir(source, "affine"), patient.id)
+    """The saved ``affine`` transforms of a patient when they were made from the same images
+    (:func:`data_fingerprint`) by the same backend, and that backend can start from them;
+    otherwise nothing."""
+    path = transforms_path(variant_dir(source, "affine"), patient_id)
     if not getattr(backend, "reuses_affine", False) or not path.exists():
         return {}
     try:
@@ -228,7 +229,7 @@ def reusable_affine(
     except ValueError:
         return {}
     if (record.get("method"), record.get("backend"), record.get("data_sha1")) != (
-            "affine", backend.name, data_fingerprint(patient)):
+            "affine", backend.name, fingerprint):
         return {}
     return slice_maps(record)
 
@@ -258,10 +259,12 @@ def _run_patient(
     start = time.perf_counter()
     backend = _WORKER["backend"]
     patient = Cohort(source).load(pid, liver=True, displacement=True)
-    initial = reusable_affine(source, patient, backend) if method == "nonrigid" else None
+    fingerprint = data_fingerprint(patient)
+    initial = (reusable_affine(source, pid, fingerprint, backend) if method == "nonrigid"
+               else None)
     out, rows, transforms = register_patient(patient, method, backend, on_slice, initial)
     about = {"patient": pid, "method": method, "backend": backend.name,
-             "data_sha1": data_fingerprint(patient)}
+             "data_sha1": fingerprint}
     # transforms and log first, the patient folder last: a patient is done when written
     save_transforms(transforms_path(writer.root, pid), transforms, about)
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
