@@ -164,14 +164,11 @@ class ItkElastixBackend:
                 for i in range(transform.GetNumberOfParameterMaps())]
 
     def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray:
-        transform, spacing = reg.transform
-        nearest = self.itk.ParameterObject.New()
-        for i in range(transform.GetNumberOfParameterMaps()):
-            pmap = transform.GetParameterMap(i)
-            pmap["FinalBSplineInterpolationOrder"] = ["0"]
-            pmap["DefaultPixelValue"] = ["0"]
-            nearest.AddParameterMap(pmap)
-        warped = self.itk.transformix_filter(self._image(mask, spacing), nearest)
+        nearest = self._parameter_object([
+            {**pmap, "FinalBSplineInterpolationOrder": ["0"], "DefaultPixelValue": ["0"]}
+            for pmap in self.transform_maps(reg)
+        ])
+        warped = self.itk.transformix_filter(self._image(mask, reg.transform[1]), nearest)
         return _to_binary(self.itk.array_from_image(warped))
 
     def displacement(self, reg: SliceRegistration) -> np.ndarray:
