@@ -251,6 +251,10 @@ class Evaluator:
         tp[claims[first]] = True
         return tp
 
+    def average_precisions(self, keys: Sequence[str] = METRIC_KEYS) -> dict[str, float]:
+        """AP (fraction) per metric key; NaN when the split has no ground truth."""
+        return {key: average_precision(self.match(*parse_metric(key)), self.n_gt) for key in keys}
+
     def metrics(
         self,
         keys: Sequence[str] = METRIC_KEYS,
@@ -262,11 +266,8 @@ class Evaluator:
         """AP per metric key, FROC and (when ``bootstrap > 0``) 95% CIs resampling patients."""
         if self.n_gt == 0:
             raise ValueError("cannot evaluate: the split has no ground-truth lesion boxes")
-        matches = {key: self.match(*parse_metric(key)) for key in keys}
-        out: dict = {key: average_precision(tp, self.n_gt) for key, tp in matches.items()}
-        froc_tp = matches.get(froc_criterion)
-        if froc_tp is None:
-            froc_tp = self.match(*parse_metric(froc_criterion))
+        out: dict = self.average_precisions(keys)
+        froc_tp = self.match(*parse_metric(froc_criterion))
         out["froc"] = {
             "criterion": froc_criterion,
             "fp_per_image": list(FROC_RATES),

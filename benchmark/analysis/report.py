@@ -17,8 +17,11 @@ import pandas as pd
 
 from benchmark.analysis import tables
 from benchmark.analysis.audit import audit_published
+from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
+from benchmark.analysis.facts import facts_lines
 from benchmark.analysis.pipeline import analyze_runs
 from benchmark.analysis.runs import collect_runs
+from benchmark.analysis.sensitivity import MIN_LESION_BOXES
 from benchmark.atomic import write_text
 
 PACKAGES = (
@@ -54,14 +57,17 @@ def write_report(
     out: str | os.PathLike[str],
     *,
     cohort: str | None = None,
-    bootstrap: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    min_boxes: int = MIN_LESION_BOXES,
 ) -> Path:
     """Analyse ``runs_root`` and write the HTML report to ``out`` atomically."""
     start = time.perf_counter()
     runs = collect_runs(runs_root).select(cohort)
     with tempfile.TemporaryDirectory() as tmp:
-        result = analyze_runs(runs_root, tmp, cohort=cohort, bootstrap=bootstrap, seed=seed)
+        result = analyze_runs(
+            runs_root, tmp, cohort=cohort, bootstrap=bootstrap, seed=seed, min_boxes=min_boxes
+        )
         figures = {
             p.stem: base64.b64encode(p.read_bytes()).decode()
             for p in result.figures
@@ -72,6 +78,7 @@ def write_report(
         f"<h1>phasebench report: {html.escape(str(Path(runs_root)))}</h1>",
         f"<p>Generated {dt.datetime.now().isoformat(timespec='seconds')}; "
         f"{len(runs.runs)} finished runs of cohort(s) {html.escape(', '.join(runs.cohorts) or 'none')}.</p>",
+        _facts(result.facts),
         "<h2>Missing</h2>",
         _list(result.missing, "missing") if result.missing else "<p>Nothing missing.</p>",
     ]
@@ -143,6 +150,11 @@ def _table(
         )
         rows.append(f'<tr class="{html.escape(kind)}">{cells}</tr>')
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _facts(facts: dict) -> str:
+    """What the numbers rest on: profile, cohort, patients and lesion boxes, seeds, intervals."""
+    return "<h2>What these numbers rest on</h2>" + _list(facts_lines(facts) if facts else [])
 
 
 def _list(items: list[str], cls: str = "") -> str:
