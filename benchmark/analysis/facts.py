@@ -63,20 +63,24 @@ def protocol_differences(facts: dict[str, Any]) -> list[str]:
     out = []
     cohort = facts["cohort"]
     if cohort["kind"] != "imported":
-        kind = KIND_LABELS.get(cohort["kind"], "a")
-        out.append(f"{kind} cohort, not {paper['patients']} real patients")
+        kind = KIND_LABELS.get(cohort["kind"], "a") + " cohort"
+        if cohort["kind"] not in KIND_LABELS:
+            kind = "a cohort of unknown kind"
+        out.append(f"{kind}, not {paper['patients']} real patients")
     elif cohort["patients"] != paper["patients"]:
         out.append(f"{cohort['patients']} patients, not {paper['patients']}")
-    tests = {s["test"]["patients"] for s in facts["splits"].values() if "test" in s}
+    tests = {s["test"]["patients"] for s in facts["splits"].values() if "test" in s} - {"?"}
     if tests and tests != {paper["test_patients"]}:
         shown = "/".join(str(t) for t in sorted(tests, key=str))
         out.append(f"{shown} test patients with lesions, not {paper['test_patients']}")
     sizes = facts["input_size"]
     if sizes != [paper["input_size"]]:
-        out.append(f"input {'/'.join(map(str, sizes)) or 'unknown'} px, not {paper['input_size']}")
+        shown = f"input {'/'.join(map(str, sizes))} px" if sizes else "input size unknown"
+        out.append(f"{shown}, not {paper['input_size']} px")
     its = facts["iterations"]
     if its != [paper["iterations"]]:
-        out.append(f"{'/'.join(map(str, its)) or 'unknown'} iterations, not 60k")
+        shown = f"{'/'.join(map(str, its))} iterations" if its else "iterations unknown"
+        out.append(f"{shown}, not 60k")
     return out
 
 

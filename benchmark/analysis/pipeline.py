@@ -120,7 +120,8 @@ def analyze_runs(
             )
         if with_published:
             pub = published.load_table("S2", pub_root)
-            bars = pd.concat([bars, pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)])
+            pub_bars = pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)
+            bars = pd.concat([bars, pub_bars], ignore_index=True)
         result.figures += figures.fig5(bars, result.out / "fig5", labels)
     _missing_models(result, runs, pub_root)
     _finish(result)
@@ -243,7 +244,8 @@ def compare(
         [
             pub_avg.assign(source="published (Table S2) and yours"),
             mine.assign(source="published (Table S2) and yours"),
-        ]
+        ],
+        ignore_index=True,
     )
     result.figures += figures.fig5(bars, result.out / f"fig5_{model}", labels, highlight=yours)
     _finish(result)

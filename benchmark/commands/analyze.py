@@ -194,7 +194,7 @@ def _print_cells(sens: pd.DataFrame) -> None:
         index=list(dict.fromkeys(text["cell"])), columns=list(dict.fromkeys(text["registration"]))
     )
     print("\nYour sensitivity per metric (eq. 6, %) [95% CI]; n/a = undefined:")
-    print(table.fillna("").to_string())
+    print(table.fillna("").rename_axis(index=None, columns=None).to_string())
     for r in text[text["undefined_reason"] != ""].itertuples():
         print(f"  n/a {r.registration} {r.cell}: {r.undefined_reason}")
 
