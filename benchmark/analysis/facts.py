@@ -71,8 +71,9 @@ def protocol_differences(facts: dict[str, Any]) -> list[str]:
         out.append(f"{cohort['patients']} patients, not {paper['patients']}")
     tests = {s["test"]["patients"] for s in facts["splits"].values() if "test" in s} - {"?"}
     if tests and tests != {paper["test_patients"]}:
-        shown = "/".join(str(t) for t in sorted(tests, key=str))
-        out.append(f"{shown} test patients with lesions, not {paper['test_patients']}")
+        shown = "/".join(str(t) for t in sorted(tests))
+        plural = "s" * (max(tests) != 1)
+        out.append(f"{shown} test patient{plural} with lesions, not {paper['test_patients']}")
     sizes = facts["input_size"]
     if sizes != [paper["input_size"]]:
         shown = f"input {'/'.join(map(str, sizes))} px" if sizes else "input size unknown"
@@ -104,6 +105,16 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
         ]
         lines.append(f"evaluated ({variant}): {'; '.join(parts)}")
     unc = facts["uncertainty"]
+    single = [
+        split
+        for split in SPLITS
+        if any(s.get(split, {}).get("patients") == 1 for s in facts["splits"].values())
+    ]
+    if unc["bootstrap_resamples"] and single:
+        lines.append(
+            f"one patient in {' and '.join(single)}: resampling patients cannot show how much the "
+            "numbers depend on the patients there; those intervals show the seed spread only"
+        )
     if unc["bootstrap_resamples"]:
         lines.append(
             f"[95% CI]: {unc['bootstrap_resamples']} patient resamples (bootstrap seed "
@@ -122,6 +133,14 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
     else:
         lines.append("protocol: the paper's (cohort size, test patients, input, iterations)")
     return lines
+
+
+def undefined_notes(rows: list[tuple[str, str]]) -> list[str]:
+    """``(cell, reason)`` pairs -> one ``"n/a cells: reason"`` line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for cell, reason in rows:
+        by_reason.setdefault(reason, []).append(cell)
+    return [f"n/a {', '.join(cells)}: {reason}" for reason, cells in by_reason.items()]
 
 
 def _cohort(runs: RunSet) -> dict[str, Any]:

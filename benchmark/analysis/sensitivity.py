@@ -81,7 +81,9 @@ def sensitivity_frame(
     replicates = replicates or {}
     lesion_boxes = lesion_boxes or {}
     rows = []
-    pairs = dict.fromkeys((m, r) for m, r, *_ in values if r in REGISTRATIONS)
+    models = list(dict.fromkeys(m for m, *_ in values))
+    found_pairs = {(m, r) for m, r, *_ in values if r in REGISTRATIONS}
+    pairs = [(m, r) for m in models for r in REGISTRATIONS if (m, r) in found_pairs]
     cells = list(cells)
     for model, reg in pairs:
         found = {}
@@ -155,6 +157,8 @@ def _average(cells: dict, min_boxes: int, level: float) -> tuple:
     seeds = [c.seeds for c in cells.values()]
     if missing:
         reason = f"no value for {', '.join(missing)}"
+    elif len(undefined) == len(METRICS):
+        reason = "all eight cells undefined"
     elif undefined:
         reason = f"undefined cells: {', '.join(undefined)}"
     elif any(s != seeds[0] for s in seeds):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
-from benchmark.analysis.facts import facts_lines, format_estimate
+from benchmark.analysis.facts import facts_lines, format_estimate, undefined_notes
 from benchmark.analysis.sensitivity import MIN_LESION_BOXES
 from benchmark.commands import add_model_module_arg, load_model_modules
 
@@ -195,8 +195,9 @@ def _print_cells(sens: pd.DataFrame) -> None:
     )
     print("\nYour sensitivity per metric (eq. 6, %) [95% CI]; n/a = undefined:")
     print(table.fillna("").rename_axis(index=None, columns=None).to_string())
-    for r in text[text["undefined_reason"] != ""].itertuples():
-        print(f"  n/a {r.registration} {r.cell}: {r.undefined_reason}")
+    for reg, part in text[text["undefined_reason"] != ""].groupby("registration", sort=False):
+        for line in undefined_notes(list(zip(part["cell"], part["undefined_reason"], strict=True))):
+            print(f"  {reg}: {line}")
 
 
 def _report(args: argparse.Namespace) -> int:

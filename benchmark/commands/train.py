@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from benchmark.analysis.facts import facts_lines
+from benchmark.analysis.facts import facts_lines, undefined_notes
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
@@ -166,9 +166,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{what}; mean over {len(seeds)} seed(s), [95% CI], n/a = undefined:")
     for model, table in runner.summary_tables(est, args.variant, args.split).items():
         print(f"\n{model}")
-        print(table.to_string())
-        for row, reason in table.attrs["undefined"]:
-            print(f"  n/a {row}: {reason}")
+        print(table.rename_axis(index=None).to_string())
+        for line in undefined_notes(table.attrs["undefined"]):
+            print(f"  {line}")
     roots = sorted({str(Path(d).parents[2]) for d in dirs})
     print(f"\nrun folders under: {', '.join(roots)} (layout: docs/run-folder.md)")
     print("tables and figures: python -m benchmark analyze --runs " + str(args.runs))
