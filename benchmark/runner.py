@@ -122,15 +122,46 @@ def ensure_variant(
     """Open the registered variant, registering the cohort first when it is missing.
 
     A ``remote`` executor (``benchmark.executors``, e.g. Ray) registers the patients as tasks.
+    Whenever a registered variant is used, Table II is brought up to date too (see
+    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it.
     """
     check_variant(variant)
-    if variant == UNREGISTERED or (variant_dir(cohort_root, variant) / MANIFEST).exists():
+    if variant == UNREGISTERED:
         return open_variant(cohort_root, variant)
-    from registration import register_variant
+    if not (variant_dir(cohort_root, variant) / MANIFEST).exists():
+        from registration import register_variant
 
-    log.info("registering %s (%s)", cohort_root, variant)
-    remote = executor if getattr(executor, "remote", False) else None
-    return register_variant(cohort_root, variant, workers=workers, executor=remote)
+        log.info("registering %s (%s)", cohort_root, variant)
+        remote = executor if getattr(executor, "remote", False) else None
+        register_variant(cohort_root, variant, workers=workers, executor=remote)
+    ensure_alignment_table(cohort_root)
+    return open_variant(cohort_root, variant)
+
+
+def ensure_alignment_table(cohort_root: Path) -> Path:
+    """``<cohort>/variants/table2.csv`` (Table II) over the unregistered cohort and every variant
+    registered so far; rewritten when it is missing, unreadable, lacks a variant or is older
+    than one (a variant registered again). Returns its path.
+    """
+    from registration.alignment import TABLE_CSV, alignment_table
+
+    made = [v for v in VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
+    path = Path(cohort_root) / "variants" / TABLE_CSV
+    if path.is_file():
+        try:
+            present = set(pd.read_csv(path)["variant"])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
+            present = set()
+        newest = (
+            max((variant_dir(cohort_root, v) / MANIFEST).stat().st_mtime for v in made)
+            if made
+            else 0.0
+        )
+        if present == {UNREGISTERED, *made} and path.stat().st_mtime >= newest:
+            return path
+    log.info("writing Table II (%s)", path)
+    alignment_table(cohort_root, (UNREGISTERED, *made))
+    return path
 
 
 # ----------------------------------------------------------------------------- units

@@ -16,11 +16,11 @@ import pandas as pd
 
 from benchmark.analysis import figures, published, tables
 from benchmark.analysis.audit import audit_published
+from benchmark.analysis.facts import run_facts
 from benchmark.analysis.published import AVERAGE, METRICS, REGISTRATIONS, VARIANT_LABELS
 from benchmark.analysis.runs import RunSet, collect_runs
 from benchmark.analysis.sensitivity import (
     bootstrap_replicates,
-    per_seed_frame,
     percentile_ci,
     sensitivity_frame,
 )
@@ -28,6 +28,11 @@ from benchmark.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
 PUBLISHED_S2 = "published (Table S2)"
+YOUR_RUNS = "your runs"
+PAPER_PROTOCOL = (
+    "Published numbers: 280 real patients (10 in the test split), 300 px input, 60k iterations; "
+    "the paper gives no confidence intervals."
+)
 
 
 @dataclass
@@ -90,8 +95,7 @@ def analyze_runs(
     sens = _sensitivity(result, runs, ap, bootstrap, seed)
     _table_s2(result, sens, labels, pub_root)
     _table2(result, runs, pub_root)
-    per_seed = per_seed_frame(ap)
-    bars = per_seed[per_seed["metric"] == AVERAGE[1]].assign(source="ours")
+    bars = _average_rows(sens, runs).assign(source=YOUR_RUNS)
     if with_published and not bars.empty:
         pub = published.load_table("S2", pub_root)
         bars = pd.concat([bars, pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)])
@@ -101,7 +105,10 @@ def analyze_runs(
             "registered runs, and registered AP > 0 where eq. 6 divides by it)"
         )
     else:
-        result.figures += figures.fig5(bars, result.out / "fig5", labels)
+        caption = f"Your runs: {run_facts(runs).line()}."
+        if with_published:
+            caption += f" {PAPER_PROTOCOL}"
+        result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=caption)
     _missing_models(result, runs, pub_root)
     _finish(result)
     return result
@@ -146,7 +153,7 @@ def analyze_published(
     pub = published.load_table("S2", pub_root)
     recomputed = sens[sens["metric"] == AVERAGE[1]].assign(source="recomputed from Tables I + S1")
     bars = pd.concat([pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2), recomputed])
-    result.figures += figures.fig5(bars, result.out / "fig5", labels)
+    result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=PAPER_PROTOCOL)
     _finish(result)
     return result
 
@@ -203,6 +210,7 @@ def compare(
         result.out / f"rank_{model}",
         f"Average sensitivity of {mine_label} among the paper's models",
         [],
+        flag_above=tables.EXTREME,
     )
     t1 = published.load_table("I", pub_root)
     unreg = ap[ap["registration"] == "unregistered"].assign(registration="unregistered")
@@ -223,10 +231,15 @@ def compare(
     bars = pd.concat(
         [
             pub_avg.assign(source="published (Table S2) and yours"),
-            mine.assign(source="published (Table S2) and yours"),
+            _average_rows(sens, runs)
+            .query("model == @model")
+            .assign(model=yours, source="published (Table S2) and yours"),
         ]
     )
-    result.figures += figures.fig5(bars, result.out / f"fig5_{model}", labels, highlight=yours)
+    caption = f"Yours: {run_facts(runs).line()}. {PAPER_PROTOCOL}"
+    result.figures += figures.fig5(
+        bars, result.out / f"fig5_{model}", labels, highlight=yours, caption=caption
+    )
     _finish(result)
     return result
 
@@ -298,6 +311,22 @@ def _bootstrap(result: Analysis, runs: RunSet, n_boot: int, seed: int) -> pd.Dat
     return pd.DataFrame(rows, columns=columns)
 
 
+def _average_rows(sens: pd.DataFrame, runs: RunSet) -> pd.DataFrame:
+    """The Fig. 5 averages of ``sens``, plus an undefined (NaN) row for every model and
+    registration run beside its unregistered twin whose average eq. 6 cannot give."""
+    rows = sens[sens["metric"] == AVERAGE[1]]
+    have = {(r.model, r.variant) for r in runs.runs}
+    drawn = set(zip(rows["model"], rows["registration"], strict=True))
+    undefined = [
+        (model, reg, *AVERAGE, np.nan, "a registered AP of the eight metrics is 0")
+        for model in runs.models
+        for reg in REGISTRATIONS
+        if {(model, reg), (model, "unregistered")} <= have and (model, reg) not in drawn
+    ]
+    columns = ["model", "registration", "split", "metric", "value", "undefined_reason"]
+    return pd.concat([rows, pd.DataFrame(undefined, columns=columns)], ignore_index=True)
+
+
 def _table_s2(result: Analysis, sens: pd.DataFrame, labels: dict, pub_root) -> None:
     if sens.empty:
         result.missing.append("Table S2: no model has both an unregistered and a registered run")
@@ -346,7 +375,11 @@ def _write(
     layout = tables.layout(frame, spec)
     result.tables[name] = layout
     result.files += tables.write_table(
-        layout, result.out / f"table{name}", title, tables.groups_of(spec)
+        layout,
+        result.out / f"table{name}",
+        title,
+        tables.groups_of(spec),
+        flag_above=spec.flag_above,
     )
 
 
