@@ -146,9 +146,7 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     }
     found = dicom.scan(src)
     skipped: list[dict[str, str]] = [{"item": f, "reason": r} for f, r in found.ignored]
-    not_used = {p.resolve() for p in mask_paths} | (
-        {options.phase_map.resolve()} if options.phase_map else set()
-    )
+    not_used = mask_paths | ({options.phase_map.resolve()} if options.phase_map else set())
     skipped += [
         {"item": str(path), "reason": f"not used: {NOT_AN_IMAGE}"}
         for path in found.other
