@@ -22,6 +22,7 @@ from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
+from benchmark.names import check_name
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -185,14 +186,9 @@ def unit_config(
 
 
 def unit_dir(config: dict[str, Any]) -> Path:
-    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``."""
-    return (
-        Path(config["runs"])
-        / config["cohort_name"]
-        / config["variant"]
-        / config["model"]
-        / f"seed{config['seed']}"
-    )
+    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``; every part must be a plain folder name."""
+    parts = [check_name(str(config[key]), key) for key in ("cohort_name", "variant", "model")]
+    return Path(config["runs"]).joinpath(*parts, f"seed{config['seed']}")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
