@@ -16,8 +16,11 @@ from typing import Any
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    Works for files and folders. On error the temporary path is removed and ``target``
-    keeps its old content (or stays absent).
+    Works for files and folders. A file replaces an existing file (the atomic update);
+    a folder never replaces anything: when ``target`` already exists, ``FileExistsError``
+    names it and the new folder is discarded. On error the temporary path is removed and
+    ``target`` keeps its old content (or stays absent). Nothing but the temporary path this
+    call created is ever removed.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -27,13 +30,13 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
-        if target.is_dir() and tmp.is_dir():
-            shutil.rmtree(target)
+        if tmp.is_dir() and (target.exists() or target.is_symlink()):
+            raise FileExistsError(f"{target}: already exists; not replacing a folder")
         os.replace(tmp, target)
     finally:
-        if tmp.is_dir():
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 

@@ -8,12 +8,19 @@ Layout (documented in ``docs/cohort-format.md``)::
       patients/<id>/<phase>.nii.gz HU volumes, int16, one per phase in PHASES
       patients/<id>/lesion.nii.gz  lesion mask (uint8) drawn on ``lesion_phase``
       patients/<id>/liver_<phase>.nii.gz         optional liver masks
-      patients/<id>/displacement_<phase>.nii.gz  optional true displacement (synthetic)
+      patients/<id>/displacement_<phase>.nii.gz  optional true displacement (synthetic),
+                                                 an ITK-readable displacement field
       variants/<variant>/          registered variants, each a cohort in this same format
 
 In memory every volume is a numpy array indexed ``[z, y, x]`` in DICOM patient (LPS) order:
 x runs to the patient's left, y to posterior, z to superior. On disk the NIfTI affine says
 so (axis codes L, P, S), so 3D Slicer and ITK-SNAP display the volumes correctly.
+Patient ids and cohort names are checked with :func:`benchmark.names.check_name` on reading
+and writing: none can make a path leave the cohort folder.
+
+Format versions: 2 stores displacement fields as NIfTI displacement vector images (see
+:func:`save_displacement`); 1 stored them as plain 4D ``(x, y, z, 3)`` arrays of
+``(dz, dy, dx)``. Both are read.
 """
 
 from __future__ import annotations
@@ -29,9 +36,13 @@ import numpy as np
 
 from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import atomic_path, read_json, write_json
+from benchmark.names import check_name
 
 FORMAT_NAME = "phasebench-cohort"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+NIFTI_INTENT_DISPVECT = 1006
+"""NIfTI intent code of a displacement vector field (``NIFTI_INTENT_DISPVECT``)."""
 MANIFEST = "cohort.json"
 PARTIAL_MARKER = ".partial.json"
 PATIENT_META = "patient.json"
@@ -122,6 +133,62 @@ def save_volume(
 
 def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
     """Read a cohort NIfTI file back as a ``[z, y, x]`` array with spacing and origin."""
+    img = _open_lps(path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:
+        raise CohortError(f"{path}: cannot read voxel data ({err})") from None
+    return np.swapaxes(data, 0, 2), *_grid(img)
+
+
+def save_displacement(
+    path: Path,
+    displacement: np.ndarray,
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> None:
+    """Write a ``[z, y, x, 3]`` field of ``(dz, dy, dx)`` (LPS mm) as a NIfTI displacement field.
+
+    On disk (format version 2): float32, 5D ``(x, y, z, 1, 3)``, intent code 1006
+    (``NIFTI_INTENT_DISPVECT``), components ``(R, A, S)`` in mm in the NIfTI world frame
+    of the affine, i.e. ``(-dx, -dy, dz)``. This is what ITK (5.3 and later) itself writes:
+    ITK, SimpleITK and 3D Slicer read the file as a displacement field with LPS components
+    ``(dx, dy, dz)``, ready for ``itk.DisplacementFieldTransform``.
+    """
+    ras = np.stack([-displacement[..., 2], -displacement[..., 1], displacement[..., 0]], axis=-1)
+    data = np.ascontiguousarray(np.swapaxes(ras, 0, 2)[:, :, :, None, :], dtype=np.float32)
+    img = nib.Nifti1Image(data, nifti_affine(spacing, origin))
+    img.header.set_intent(NIFTI_INTENT_DISPVECT, name="displacement")
+    img.header.set_xyzt_units("mm")
+    img.header.set_qform(img.affine, code=1)
+    img.header.set_sform(img.affine, code=1)
+    nib.save(img, str(path))
+
+
+def load_displacement(path: Path) -> np.ndarray:
+    """Read a displacement field as ``[z, y, x, 3]`` float32 ``(dz, dy, dx)`` in LPS mm.
+
+    Reads both the version-2 displacement vector image and the version-1 plain 4D array.
+    """
+    img = _open_lps(path)
+    intent = int(img.header["intent_code"])
+    shape = img.shape
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:
+        raise CohortError(f"{path}: cannot read voxel data ({err})") from None
+    if intent == NIFTI_INTENT_DISPVECT and len(shape) == 5 and shape[3:] == (1, 3):
+        ras = np.swapaxes(data[:, :, :, 0, :], 0, 2)
+        return np.stack([ras[..., 2], -ras[..., 1], -ras[..., 0]], axis=-1)
+    if intent == 0 and len(shape) == 4 and shape[3] == 3:  # format version 1
+        return np.swapaxes(data, 0, 2)
+    raise CohortError(
+        f"{path}: not a displacement field (shape {shape}, intent code {intent}; expected "
+        f"(x, y, z, 1, 3) with intent {NIFTI_INTENT_DISPVECT})"
+    )
+
+
+def _open_lps(path: Path) -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
     except FileNotFoundError:
@@ -131,14 +198,15 @@ def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], tup
     codes = nib.aff2axcodes(img.affine)
     if codes != ("L", "P", "S"):
         raise CohortError(f"{path}: orientation {''.join(codes)}, cohort files must be LPS")
-    try:
-        data = np.asanyarray(img.dataobj)
-    except Exception as err:
-        raise CohortError(f"{path}: cannot read voxel data ({err})") from None
+    return img
+
+
+def _grid(img: nib.Nifti1Image) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Spacing and origin in ``(z, y, x)`` order of an LPS cohort file."""
     zooms = img.header.get_zooms()[:3]
     affine = img.affine
     origin = (float(affine[2, 3]), float(-affine[1, 3]), float(-affine[0, 3]))
-    return np.swapaxes(data, 0, 2), (float(zooms[2]), float(zooms[1]), float(zooms[0])), origin
+    return (float(zooms[2]), float(zooms[1]), float(zooms[0])), origin
 
 
 # ----------------------------------------------------------------------------- reading
@@ -160,8 +228,17 @@ class Cohort:
         self.manifest: dict[str, Any] = read_json(manifest_path)
         if self.manifest.get("format") != FORMAT_NAME:
             raise CohortError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
-        if self.manifest.get("version", 0) > FORMAT_VERSION:
-            raise CohortError(f"{manifest_path}: format version {self.manifest['version']} is newer than this phasebench")
+        version = self.manifest.get("version", 0)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise CohortError(f"{manifest_path}: format version {version} is newer than this phasebench")
+        if version not in READABLE_VERSIONS:
+            raise CohortError(f"{manifest_path}: unknown format version {version!r}")
+        try:
+            check_name(str(self.manifest.get("name", "")), "cohort name")
+            for rec in self.manifest["patients"]:
+                check_name(rec["id"], "patient id")
+        except ValueError as err:
+            raise CohortError(f"{manifest_path}: {err}") from None
         self._records = {rec["id"]: rec for rec in self.manifest["patients"]}
 
     @property
@@ -191,6 +268,7 @@ class Cohort:
         return [pid for pid, rec in self._records.items() if rec["split"] == split]
 
     def patient_dir(self, patient_id: str) -> Path:
+        self.record(patient_id)  # only ids of the manifest, which are checked names
         return self.root / "patients" / patient_id
 
     def load(self, patient_id: str, *, liver: bool = True, displacement: bool = False) -> Patient:
@@ -211,7 +289,7 @@ class Cohort:
         disp = None
         if displacement and rec.get("displacement_phases"):
             disp = {
-                p: load_volume(folder / f"displacement_{p}.nii.gz")[0].astype(np.float32)
+                p: load_displacement(folder / f"displacement_{p}.nii.gz")
                 for p in rec["displacement_phases"]
             }
         return Patient(
@@ -271,6 +349,10 @@ class CohortWriter:
         overwrite: bool = False,
     ):
         self.root = Path(root)
+        try:
+            check_name(name, "cohort name")
+        except ValueError as err:
+            raise CohortError(f"{self.root}: {err}") from None
         self.header = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -286,8 +368,8 @@ class CohortWriter:
 
     def _prepare(self, overwrite: bool) -> None:
         marker = self.root / PARTIAL_MARKER
-        if self.root.exists() and overwrite:
-            shutil.rmtree(self.root)
+        if overwrite and ((self.root / MANIFEST).exists() or marker.exists()):
+            shutil.rmtree(self.root)  # only a cohort folder is replaced, never other data
         if (self.root / MANIFEST).exists():
             old = read_json(self.root / MANIFEST)
             if old.get("params") != self.header["params"]:
@@ -303,7 +385,10 @@ class CohortWriter:
                     "another folder or pass --overwrite"
                 )
         elif self.root.exists() and any(p.name != "variants" for p in self.root.iterdir()):
-            raise CohortError(f"{self.root}: folder exists, is not empty and is not a cohort")
+            raise CohortError(
+                f"{self.root}: folder exists, is not empty and is not a cohort (--overwrite "
+                "replaces only a cohort folder); choose another folder"
+            )
         try:
             (self.root / "patients").mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -317,6 +402,10 @@ class CohortWriter:
         return {p.name for p in folder.iterdir() if (p / PATIENT_META).exists() and not p.name.startswith(".")}
 
     def write_patient(self, patient: Patient) -> None:
+        try:
+            check_name(patient.id, "patient id")
+        except ValueError as err:
+            raise CohortError(f"{self.root}: {err}") from None
         patient.validate()
         target = self.root / "patients" / patient.id
         with atomic_path(target) as tmp:
@@ -329,7 +418,7 @@ class CohortWriter:
             for phase, mask in (patient.liver or {}).items():
                 save_volume(tmp / f"liver_{phase}.nii.gz", (mask > 0).astype(np.uint8), *args)
             for phase, disp in (patient.displacement or {}).items():
-                save_volume(tmp / f"displacement_{phase}.nii.gz", disp.astype(np.float32), *args)
+                save_displacement(tmp / f"displacement_{phase}.nii.gz", disp, *args)
             write_json(tmp / PATIENT_META, {"record": _record(patient), "meta": patient.meta})
 
     def finish(self, order: list[str] | None = None) -> Cohort:

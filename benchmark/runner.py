@@ -18,7 +18,7 @@ import torch
 
 import models
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
-from benchmark.analysis.facts import NOT_AVAILABLE, format_estimate, run_facts
+from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, run_facts
 from benchmark.analysis.published import AVERAGE
 from benchmark.analysis.published import METRICS as PAPER_CELLS
 from benchmark.analysis.runs import load_runs
@@ -26,6 +26,7 @@ from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
+from benchmark.names import check_name
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -126,15 +127,46 @@ def ensure_variant(
     """Open the registered variant, registering the cohort first when it is missing.
 
     A ``remote`` executor (``benchmark.executors``, e.g. Ray) registers the patients as tasks.
+    Whenever a registered variant is used, Table II is brought up to date too (see
+    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it.
     """
     check_variant(variant)
-    if variant == UNREGISTERED or (variant_dir(cohort_root, variant) / MANIFEST).exists():
+    if variant == UNREGISTERED:
         return open_variant(cohort_root, variant)
-    from registration import register_variant
+    if not (variant_dir(cohort_root, variant) / MANIFEST).exists():
+        from registration import register_variant
 
-    log.info("registering %s (%s)", cohort_root, variant)
-    remote = executor if getattr(executor, "remote", False) else None
-    return register_variant(cohort_root, variant, workers=workers, executor=remote)
+        log.info("registering %s (%s)", cohort_root, variant)
+        remote = executor if getattr(executor, "remote", False) else None
+        register_variant(cohort_root, variant, workers=workers, executor=remote)
+    ensure_alignment_table(cohort_root)
+    return open_variant(cohort_root, variant)
+
+
+def ensure_alignment_table(cohort_root: Path) -> Path:
+    """``<cohort>/variants/table2.csv`` (Table II) over the unregistered cohort and every variant
+    registered so far; rewritten when it is missing, unreadable, lacks a variant or is older
+    than one (a variant registered again). Returns its path.
+    """
+    from registration.alignment import TABLE_CSV, alignment_table
+
+    made = [v for v in VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
+    path = Path(cohort_root) / "variants" / TABLE_CSV
+    if path.is_file():
+        try:
+            present = set(pd.read_csv(path)["variant"])
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
+            present = set()
+        newest = (
+            max((variant_dir(cohort_root, v) / MANIFEST).stat().st_mtime for v in made)
+            if made
+            else 0.0
+        )
+        if present == {UNREGISTERED, *made} and path.stat().st_mtime >= newest:
+            return path
+    log.info("writing Table II (%s)", path)
+    alignment_table(cohort_root, (UNREGISTERED, *made))
+    return path
 
 
 # ----------------------------------------------------------------------------- units
@@ -158,14 +190,9 @@ def unit_config(
 
 
 def unit_dir(config: dict[str, Any]) -> Path:
-    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``."""
-    return (
-        Path(config["runs"])
-        / config["cohort_name"]
-        / config["variant"]
-        / config["model"]
-        / f"seed{config['seed']}"
-    )
+    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``; every part must be a plain folder name."""
+    parts = [check_name(str(config[key]), key) for key in ("cohort_name", "variant", "model")]
+    return Path(config["runs"]).joinpath(*parts, f"seed{config['seed']}")
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -315,7 +342,7 @@ def run_matrix(
 
 def summarise(
     run_dirs: Sequence[Path], runs: str | Path, split: str = "test", n_boot: int | None = None
-) -> tuple[Estimates, dict[str, Any]]:
+) -> tuple[Estimates, RunFacts]:
     """Estimates (AP and sensitivity of every metric of ``split`` and the paper's eight, with
     95 % intervals) and the facts of the finished units in ``run_dirs``."""
     found = load_runs(list(run_dirs), runs)

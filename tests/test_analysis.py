@@ -291,9 +291,10 @@ def test_cis_and_facts_from_predictions(runs: Path, tmp_path: Path):
     )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     facts = summary["facts"]
-    assert facts["seeds"] == [0, 1] and facts["cohort"]["name"] == "tiny"
-    assert facts["splits"]["unregistered"]["test"] == {"patients": 6, "lesion_boxes": 18}
-    assert "6 test patients with lesions, not 10" in facts["differences_from_paper"]
+    assert facts["seeds"] == [0, 1] and facts["cohorts"] == ["tiny"]
+    assert facts["evaluated"]["unregistered"]["test"] == {"patients": 6, "lesion_boxes": 18}
+    assert "6 test patients, not 10" in facts["differences_from_paper"]
+    assert facts["bootstrap"] == 20 and facts["paper_protocol"]["test_patients"] == 10
     assert {"value", "ci_low", "ci_high", "undefined_reason"} <= set(summary["sensitivity"][0])
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "What the numbers rest on" in readme and "NOT the paper's protocol" in readme
@@ -302,9 +303,13 @@ def test_cis_and_facts_from_predictions(runs: Path, tmp_path: Path):
 def test_facts_of_an_imported_paper_sized_cohort(tmp_path: Path):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    manifest = {"format": "phasebench-cohort", "version": 1, "name": "hospital", "kind": "imported",
-                "variant": "unregistered", "patients": [{"id": f"p{i}", "split": "train"} for i in range(280)]}  # fmt: skip
-    (cohort / "cohort.json").write_text(json.dumps(manifest))
+
+    def manifest(tests: int) -> None:
+        patients = [{"id": f"p{i}", "split": "test" if i < tests else "train"} for i in range(280)]
+        data = {"name": "hospital", "kind": "imported", "patients": patients}
+        (cohort / "cohort.json").write_text(json.dumps(data))
+
+    manifest(10)
     root = tmp_path / "runs"
     for variant in ("unregistered", "rigid"):
         run = make_run(root, variant, "gssd", cohort=cohort)
@@ -317,8 +322,14 @@ def test_facts_of_an_imported_paper_sized_cohort(tmp_path: Path):
         (run / "metrics.json").write_text(json.dumps(metrics))
     found = collect_runs(root)
     facts = run_facts(found, estimate(found, n_boot=0))
-    assert facts["cohort"] | {"path": None} == {"name": "tiny", "kind": "imported", "patients": 280, "path": None}  # fmt: skip
-    assert facts["differences_from_paper"] == [] and facts["profiles"] == ["paper"]
+    assert facts.cohort_kinds == ("imported",) and facts.cohort_size == 280
+    assert facts.differences() == [] and facts.profiles == ("paper",)
+    assert "protocol: the paper's" in facts.lines()[-1]
+    assert facts.evaluated["rigid"]["val"] == {"patients": 54, "lesion_boxes": 200}
+    manifest(5)
+    facts = run_facts(found, estimate(found, n_boot=0))
+    assert facts.differences() == ["5 test patients, not 10"]
+    assert facts.lines()[-1].startswith("NOT the paper's protocol: 5 test patients, not 10.")
 
 
 def test_report_is_self_contained(runs: Path, tmp_path: Path):

@@ -1,16 +1,21 @@
-"""``data export --format dicom`` and the export -> import round trip."""
+"""``data export --format dicom``: CT series, DICOM SEG masks, conformance, round trip."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import CTImageStorage
+from pydicom.uid import CTImageStorage, SegmentationStorage
 
 from benchmark import PHASES
 from benchmark.cli import main
 from benchmark.cohort import Cohort, CohortWriter, Patient
 from benchmark.importer import ImportOptions, import_cohort
+from benchmark.importer.resample import to_lps_grid
+from benchmark.importer.volumes import read_mask
 
 SPACING, ORIGIN, SHAPE = (2.5, 0.7, 0.8), (-12.0, -20.0, 30.0), (5, 24, 28)
 
@@ -19,9 +24,10 @@ def _patient(pid: str, seed: int) -> Patient:
     rng = np.random.default_rng(seed)
     phases = {p: rng.integers(-1200, 1500, SHAPE).astype(np.float32) for p in PHASES}
     lesion = np.zeros(SHAPE, np.uint8)
-    lesion[1:4, 5:12, 8:20] = 1
+    lesion[1:3, 5:12, 8:20] = 1
+    lesion[3, 6:8, 9:11] = 1  # no symmetry: a flip in any axis would show
     liver = np.zeros(SHAPE, np.uint8)
-    liver[:, 3:20, 2:15] = 1
+    liver[:4, 3:20, 2:15] = 1
     return Patient(
         pid,
         phases,
@@ -62,9 +68,64 @@ def test_export_writes_ct_series(cohort, tmp_path):
         np.testing.assert_array_equal(hu, np.maximum(cohort.load("p1").phases[phase][2], -1024))
         uids.add(ds.SeriesInstanceUID)
     assert len(uids) == 4
-    assert (out / "p1" / "lesion_arterial.nii.gz").exists() and (out / "phase_map.csv").exists()
+    assert sorted(f.name for f in (out / "p1").glob("*.dcm")) == [
+        "lesion_arterial.dcm",
+        "liver_delayed.dcm",
+        "liver_portal.dcm",
+    ]
+    assert (out / "phase_map.csv").exists() and not (out / ".partial-export").exists()
     # refuses to write into a non-empty folder
     assert main(["data", "export", str(cohort.root), "--out", str(out)]) == 2
+
+
+def test_masks_are_dicom_seg_on_their_phase(cohort, tmp_path):
+    """Each mask is a SEG referencing its phase's series; our importer reads it back exactly."""
+    out = tmp_path / "dicom"
+    main(["data", "export", str(cohort.root), "--out", str(out)])
+    source = cohort.load("p2")
+    for name, phase, expected in [
+        ("lesion", "arterial", source.lesion),
+        ("liver", "portal", source.liver["portal"]),
+        ("liver", "delayed", source.liver["delayed"]),
+    ]:
+        path = out / "p2" / f"{name}_{phase}.dcm"
+        seg = pydicom.dcmread(path)
+        assert seg.SOPClassUID == SegmentationStorage
+        assert seg.SegmentSequence[0].SegmentLabel == name.capitalize()
+        series = pydicom.dcmread(out / "p2" / phase / "0001.dcm").SeriesInstanceUID
+        assert [r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence] == [series]
+        array, spacing, origin = to_lps_grid(read_mask(path))
+        assert spacing == pytest.approx(SPACING) and origin == pytest.approx(ORIGIN)
+        np.testing.assert_array_equal(array, expected)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
+def test_export_passes_dciodvfy(cohort, tmp_path):
+    out = tmp_path / "dicom"
+    main(["data", "export", str(cohort.root), "--out", str(out)])
+    files = [out / "p1" / phase / "0002.dcm" for phase in PHASES]
+    files += sorted((out / "p1").glob("*.dcm"))
+    for path in files:
+        result = subprocess.run(
+            ["dciodvfy", str(path)], capture_output=True, text=True, check=False
+        )
+        text = result.stdout + result.stderr
+        errors = [line for line in text.splitlines() if line.startswith("Error")]
+        assert errors == [], f"{path}:\n" + "\n".join(errors)
+        assert "CTImage" in text or "Segmentation" in text  # the IOD was recognised
+
+
+def test_overwrite_replaces_only_an_export(cohort, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["data", "export", str(cohort.root), "--out", str(out)]
+    assert main([*args, "--overwrite"]) == 2
+    assert (out / "notes.txt").read_text() == "keep me"
+    export = tmp_path / "dicom"
+    assert main(["data", "export", str(cohort.root), "--out", str(export)]) == 0
+    assert main(["data", "export", str(cohort.root), "--out", str(export), "--overwrite"]) == 0
+    assert (export / "phase_map.csv").exists()
 
 
 @pytest.mark.parametrize("use_map", [True, False])

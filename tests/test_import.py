@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pydicom
 import pytest
@@ -17,6 +20,7 @@ from benchmark.importer.dicom import read_series, scan
 from benchmark.importer.phases import assign_phases, keyword_phase, read_phase_map
 from benchmark.importer.resample import Volume, grid_affine, resample, to_lps_grid
 from benchmark.importer.volumes import read_mask, read_volume
+from benchmark.names import slug
 
 SHAPE = (6, 32, 32)  # slices, rows, columns
 GRADIENT = np.array([2.0, -1.5, 3.0])  # HU per mm along L, P, S
@@ -99,9 +103,9 @@ def grid_points(spacing, origin, shape):
     return idx @ affine[:3, :3].T + affine[:3, 3]
 
 
-def four_phases(root, patient="p1", **portal):
+def four_phases(root, patient="p1", folder_name=None, **portal):
     """Four series of one patient with different geometry; returns the patient folder."""
-    folder = root / patient
+    folder = root / (folder_name or patient)
     write_series(
         folder / "pre",
         description="native",
@@ -424,14 +428,131 @@ def test_bad_patient_is_skipped_and_reported(tmp_path):
     assert "patient bad" in skipped and "gap in slice positions" in skipped
 
 
-def test_truncated_header_is_listed(tmp_path):
+def test_truncated_header_is_listed_and_named_as_the_gap(tmp_path):
     files = write_series(tmp_path / "p1" / "s")
     files[2].write_bytes(files[2].read_bytes()[:300])
     found = scan(tmp_path)
     assert [item for item, _ in found.ignored] == [str(files[2])]
     assert "truncated" in found.ignored[0][1]
     with pytest.raises(ValueError, match=rf"{files[3].name}: gap"):
-        read_series(found.series[0].files)
+        read_series(found.series[0].files)  # alone, the series can only show where the gap is
+    with pytest.raises(ValueError, match=rf"{files[2]}: incomplete DICOM header.*gap of 4\.00 mm"):
+        read_series(found.series[0].files, unusable=[(files[2], found.ignored[0][1])])
+
+
+def test_junk_dcm_is_listed_and_named_as_the_bad_file(tmp_path):
+    """A non-DICOM notes.dcm replacing a slice: the error names it, not the slice after it."""
+    src = tmp_path / "src"
+    four_phases(src, "good")
+    bad = four_phases(src, "bad")
+    files = sorted((bad / "art").iterdir())
+    junk = bad / "art" / "notes.dcm"
+    files[3].unlink()
+    junk.write_text("scanner notes, not an image\n")
+    extra = src / "good" / "pv" / "README.txt"
+    extra.write_text("not an image either\n")
+    for patient in ("good", "bad"):
+        lesion_file(src / patient / "lesion.nii.gz")
+    out = tmp_path / "out"
+    report = import_cohort(src, out, ImportOptions(lesion_masks=[src]))
+    assert Cohort(out).patient_ids == ["good"]
+    reasons = {s["item"]: s["reason"] for s in json.loads((out / REPORT).read_text())["skipped"]}
+    assert reasons == {s["item"]: s["reason"] for s in report["skipped"]}
+    assert "not used" in reasons[str(junk)] and "not used" in reasons[str(extra)]
+    assert reasons["patient bad"].startswith(f"{junk}: neither a DICOM file")
+    assert "gap of" in reasons["patient bad"]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_nonfinite_voxels_are_an_error_or_filled_on_request(tmp_path, value, suffix, capsys):
+    import nrrd
+
+    spacing, origin = (2.0, 1.0, 1.0), (-6.0, -16.0, -16.0)
+    hu = ramp(grid_points(spacing, origin, SHAPE)).astype(np.float32)
+    folder = tmp_path / "src" / "case1"
+    folder.mkdir(parents=True)
+    for name in ("native", "arterial", "pv", "equilibrium"):
+        data = hu.copy()
+        if name == "pv":
+            data[2, 3:5, 4:7] = value  # 6 bad voxels in the portal phase
+        path = folder / f"{name}{suffix}"
+        if suffix == ".nrrd":
+            nrrd.write(
+                str(path),
+                np.swapaxes(data, 0, 2),
+                {
+                    "space": "left-posterior-superior",
+                    "space directions": np.diag(spacing[::-1]),
+                    "space origin": np.array(origin[::-1]),
+                },
+            )
+        else:
+            save_volume(path, data, spacing, origin)
+    lesion_file(tmp_path / "case1.nii.gz")
+    args = ["data", "import", str(tmp_path / "src"), "--out", str(tmp_path / "out")]
+    args += ["--lesion-masks", str(tmp_path / "case1.nii.gz")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / ('pv' + suffix)}: 6 of {hu.size} voxels are NaN or infinite" in err
+    assert "--fill-nonfinite" in err and not (tmp_path / "out").exists()
+    assert main([*args, "--fill-nonfinite", "-1000"]) == 0
+    patient = Cohort(tmp_path / "out").load("case1")
+    np.testing.assert_array_equal(patient.phases["portal"][2, 3:5, 4:7], -1000)
+    np.testing.assert_allclose(patient.phases["portal"][0], np.rint(hu[0]))
+    warnings = json.loads((tmp_path / "out" / REPORT).read_text())["patients"]["case1"]["warnings"]
+    assert any("6 NaN/infinite voxels replaced by -1000 HU" in w for w in warnings)
+
+
+def test_nonfinite_mask_is_an_error(tmp_path):
+    mask = np.zeros(SHAPE, np.float32)
+    mask[1, 2, 3] = np.nan
+    save_volume(tmp_path / "m.nii.gz", mask, (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"m\.nii\.gz: 1 of \d+ voxels are NaN"):
+        read_mask(tmp_path / "m.nii.gz")
+
+
+def test_empty_lesion_mask_skips_the_patient(tmp_path):
+    src = tmp_path / "src"
+    four_phases(src, "good")
+    four_phases(src, "empty")
+    lesion_file(src / "good" / "lesion.nii.gz")
+    save_volume(src / "empty" / "lesion.nii.gz", np.zeros(SHAPE, np.uint8), (2.0, 1.0, 1.0))
+    out = tmp_path / "out"
+    import_cohort(src, out, ImportOptions(lesion_masks=[src]))
+    assert Cohort(out).patient_ids == ["good"]
+    skipped = json.loads((out / REPORT).read_text())["skipped"]
+    reason = next(s["reason"] for s in skipped if s["item"] == "patient empty")
+    assert reason.startswith(str(src / "empty" / "lesion.nii.gz")) and "lesion mask is empty" in reason
+
+
+@pytest.mark.filterwarnings("ignore:The value length")  # a long absolute path as PatientID
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_patient_id_cannot_leave_out_or_delete_a_folder(tmp_path, kind):
+    """PatientID ``../../x`` (or an absolute path) against an existing folder that must survive."""
+    work = tmp_path / "work"
+    out = work / "out"
+    victim = work / "x" if kind == "relative" else tmp_path / "victim"
+    victim.mkdir(parents=True)
+    work.mkdir(exist_ok=True)
+    (victim / "precious.txt").write_text("keep")
+    pid = "../../x" if kind == "relative" else str(victim)
+    src = tmp_path / "src"
+    four_phases(src, pid, folder_name="case")
+    lesion_file(src / "lesion.nii.gz")
+    before = {p for p in tmp_path.rglob("*") if not p.is_relative_to(out)}
+    report = import_cohort(src, out, ImportOptions(lesion_masks=[src / "lesion.nii.gz"]))
+    assert (victim / "precious.txt").read_text() == "keep" and sorted(victim.iterdir()) == [
+        victim / "precious.txt"
+    ]
+    assert {p for p in tmp_path.rglob("*") if not p.is_relative_to(out)} == before
+    cohort = Cohort(out)
+    [cid] = cohort.patient_ids
+    assert cid == slug(pid) and re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{8}", cid)
+    assert (out / "patients" / cid / "portal.nii.gz").exists()
+    assert report["patients"][cid]["source_id"] == pid
+    assert cohort.load(cid).meta["import"]["source_id"] == pid
+    assert cohort.manifest["provenance"]["source_ids"] == {cid: pid}
 
 
 def test_all_bad_leaves_nothing(tmp_path, capsys):

@@ -162,6 +162,7 @@ def test_nonrigid_reuses_affine_only_for_the_same_images(tmp_path):
     # other images than the affine variant was made from (a regenerated cohort): the same
     patient = open_variant(tmp_path / "c", "unregistered").load("p0", liver=True)
     patient.phases["arterial"] += 1.0
+    shutil.rmtree(tmp_path / "c" / "patients" / "p0")  # writers never replace a patient folder
     CohortWriter(tmp_path / "c", name="regtest", kind="synthetic",
                  params={"ids": ["p0"]}).write_patient(patient)
     backend = FakeBackend(reuses_affine=True)

@@ -105,8 +105,8 @@ def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
     assert sorted(d.parts[-3] for d in dirs) == ["nonrigid", "unregistered"]
     assert set(ap["variant"]) == {"nonrigid", "unregistered"}
     est, facts = runner.summarise(dirs, tmp_path, "test", n_boot=20)
-    assert facts["profiles"] == ["smoke"] and facts["seeds"] == [1]
-    assert set(facts["splits"]) == {"unregistered", "nonrigid"}
+    assert facts.profiles == ("smoke",) and facts.seeds == (1,)
+    assert set(facts.evaluated) == {"unregistered", "nonrigid"}
     tables = runner.summary_tables(est, "nonrigid")
     assert set(tables) == {"tiny_test"}
     table = tables["tiny_test"]
@@ -123,6 +123,35 @@ def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
         base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
     )
     assert sum("skipped" in line for line in lines) == 2
+    table2 = pd.read_csv(cohort / "variants" / "table2.csv")  # where analyze / report read it
+    assert table2["variant"].tolist() == ["unregistered", "nonrigid"]
+
+
+def test_a_newly_registered_variant_rewrites_table2(tmp_path, monkeypatch):
+    import registration
+
+    root = tmp_path / "tiny"
+    make_cohort(root, patients=4)
+    made: list[str] = []
+
+    def fake_register(cohort_root, variant, **kwargs):  # the format only, no elastix
+        made.append(variant)
+        return make_cohort(root / "variants" / variant, patients=4)
+
+    monkeypatch.setattr(registration, "register_variant", fake_register)
+    table = root / "variants" / "table2.csv"
+    runner.ensure_variant(root, "unregistered")
+    assert not table.exists()  # nothing registered: no Table II to write
+    runner.ensure_variant(root, "nonrigid")
+    assert pd.read_csv(table)["variant"].tolist() == ["unregistered", "nonrigid"]
+    runner.ensure_variant(root, "rigid")
+    assert pd.read_csv(table)["variant"].tolist() == ["unregistered", "rigid", "nonrigid"]
+    stamp = table.stat().st_mtime_ns
+    runner.ensure_variant(root, "nonrigid")  # up to date: left alone, nothing registered
+    assert made == ["nonrigid", "rigid"] and table.stat().st_mtime_ns == stamp
+    table.write_text("variant,liver_dice\nunregistered,0.9\n")  # e.g. written by an older run
+    runner.ensure_variant(root, "nonrigid")
+    assert pd.read_csv(table)["variant"].tolist() == ["unregistered", "rigid", "nonrigid"]
 
 
 def test_summary_tables_show_intervals_and_undefined():

@@ -1,23 +1,33 @@
-"""What a run folder's numbers rest on (profile, cohort, patients, lesion boxes, seeds, bootstrap),
-how its protocol differs from the one behind the published numbers, and how numbers print.
+"""What a set of runs' numbers rest on, and how numbers with their intervals print.
 
-``run``, ``analyze``, ``compare`` and ``report`` all state these facts; ``summary.json`` holds
-the dictionary of :func:`run_facts`.
+Profile, cohort (name, synthetic or imported, size, patients per split), the patients and
+lesion boxes evaluated per split, seeds, the bootstrap behind the intervals, and every way the
+protocol differs from the one behind the published numbers. ``run``, ``analyze``, ``compare``
+and ``report`` state them, Fig. 5's caption carries :meth:`RunFacts.line`, ``summary.json``
+holds :meth:`RunFacts.to_dict` (one test patient with four lesion boxes is not the paper's ten).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.analysis.estimates import SPLITS, Estimates
+from benchmark.analysis.estimates import Estimates
 from benchmark.analysis.published import PAPER_PROTOCOL, VARIANTS
 from benchmark.analysis.runs import RunSet
-from benchmark.cohort import Cohort, CohortError
 
+SPLITS = ("train", "val", "test")
+EVALUATED = ("val", "test")
 KIND_LABELS = {"synthetic": "synthetic phantom", "imported": "imported"}
 NOT_AVAILABLE = "n/a"
+PAPER_CAPTION = (
+    f"Published numbers: {PAPER_PROTOCOL['patients']} real patients "
+    f"({PAPER_PROTOCOL['test_patients']} in the test split), {PAPER_PROTOCOL['input_size']} px "
+    "input, 60k iterations; the paper gives no confidence intervals."
+)
 
 
 def format_estimate(
@@ -31,110 +41,6 @@ def format_estimate(
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def run_facts(runs: RunSet, est: Estimates) -> dict[str, Any]:
-    """The facts of ``runs`` (one cohort) as a JSON-ready dictionary."""
-    configs = [r.config for r in runs.runs]
-    facts: dict[str, Any] = {
-        "cohort": _cohort(runs),
-        "profiles": _distinct(c.get("profile") for c in configs),
-        "seeds": sorted({r.seed for r in runs.runs}),
-        "models": runs.models,
-        "variants": [v for v in VARIANTS if any(r.variant == v for r in runs.runs)],
-        "input_size": _distinct(c.get("detector", {}).get("input_size") for c in configs),
-        "iterations": _distinct(c.get("train", {}).get("iterations") for c in configs),
-        "splits": _splits(est),
-        "uncertainty": {
-            "level": 0.95,
-            "bootstrap_resamples": est.n_boot,
-            "bootstrap_seed": est.seed,
-            "resampled": "patients of each split; the same resamples for every run of a seed "
-            "(paired between variants); the resamples of all seeds pooled",
-            "min_lesion_boxes": est.min_boxes,
-        },
-        "paper_protocol": dict(PAPER_PROTOCOL),
-    }
-    facts["differences_from_paper"] = protocol_differences(facts)
-    return facts
-
-
-def protocol_differences(facts: dict[str, Any]) -> list[str]:
-    """How the runs' protocol differs from the one behind the published numbers (empty: same)."""
-    paper = PAPER_PROTOCOL
-    out = []
-    cohort = facts["cohort"]
-    if cohort["kind"] != "imported":
-        kind = KIND_LABELS.get(cohort["kind"], "a") + " cohort"
-        if cohort["kind"] not in KIND_LABELS:
-            kind = "a cohort of unknown kind"
-        out.append(f"{kind}, not {paper['patients']} real patients")
-    elif cohort["patients"] != paper["patients"]:
-        out.append(f"{cohort['patients']} patients, not {paper['patients']}")
-    tests = {s["test"]["patients"] for s in facts["splits"].values() if "test" in s} - {"?"}
-    if tests and tests != {paper["test_patients"]}:
-        shown = "/".join(str(t) for t in sorted(tests))
-        plural = "s" * (max(tests) != 1)
-        out.append(f"{shown} test patient{plural} with lesions, not {paper['test_patients']}")
-    sizes = facts["input_size"]
-    if sizes != [paper["input_size"]]:
-        shown = f"input {'/'.join(map(str, sizes))} px" if sizes else "input size unknown"
-        out.append(f"{shown}, not {paper['input_size']} px")
-    its = facts["iterations"]
-    if its != [paper["iterations"]]:
-        shown = f"{'/'.join(map(str, its))} iterations" if its else "iterations unknown"
-        out.append(f"{shown}, not 60k")
-    return out
-
-
-def facts_lines(facts: dict[str, Any]) -> list[str]:
-    """The facts as short lines of plain text (printed by the commands, listed in reports)."""
-    cohort = facts["cohort"]
-    kind = KIND_LABELS.get(cohort["kind"], "kind unknown (cohort folder not found)")
-    size = f", {cohort['patients']} patients" if cohort["patients"] is not None else ""
-    seeds = ", ".join(map(str, facts["seeds"]))
-    lines = [
-        f"cohort {cohort['name']}: {kind}{size}",
-        f"profile {', '.join(map(str, facts['profiles'])) or 'unknown'}; seeds {seeds}; "
-        f"input {'/'.join(map(str, facts['input_size'])) or '?'} px; "
-        f"{'/'.join(map(str, facts['iterations'])) or '?'} iterations",
-    ]
-    for variant, splits in facts["splits"].items():
-        parts = [
-            f"{split} {s['patients']} patient{'s' * (s['patients'] != 1)}, "
-            f"{s['lesion_boxes']} lesion boxes"
-            for split, s in splits.items()
-        ]
-        lines.append(f"evaluated ({variant}): {'; '.join(parts)}")
-    unc = facts["uncertainty"]
-    single = [
-        split
-        for split in SPLITS
-        if any(s.get(split, {}).get("patients") == 1 for s in facts["splits"].values())
-    ]
-    if unc["bootstrap_resamples"] and single:
-        lines.append(
-            f"one patient in {' and '.join(single)}: resampling patients cannot show how much the "
-            "numbers depend on the patients there; those intervals show the seed spread only"
-        )
-    if unc["bootstrap_resamples"]:
-        lines.append(
-            f"[95% CI]: {unc['bootstrap_resamples']} patient resamples (bootstrap seed "
-            f"{unc['bootstrap_seed']}), paired between variants, seeds pooled; n/a: undefined "
-            f"(registered AP 0, or fewer than {unc['min_lesion_boxes']} lesion boxes in a split)"
-        )
-    else:
-        lines.append("no confidence intervals (bootstrap off)")
-    diffs = facts["differences_from_paper"]
-    if diffs:
-        lines.append(
-            "NOT the paper's protocol: "
-            + "; ".join(diffs)
-            + ". The published numbers are a reference, not a like-for-like comparison."
-        )
-    else:
-        lines.append("protocol: the paper's (cohort size, test patients, input, iterations)")
-    return lines
-
-
 def undefined_notes(rows: list[tuple[str, str]]) -> list[str]:
     """``(cell, reason)`` pairs -> one ``"n/a cells: reason"`` line per reason."""
     by_reason: dict[str, list[str]] = {}
@@ -143,44 +49,197 @@ def undefined_notes(rows: list[tuple[str, str]]) -> list[str]:
     return [f"n/a {', '.join(cells)}: {reason}" for reason, cells in by_reason.items()]
 
 
-def _cohort(runs: RunSet) -> dict[str, Any]:
-    name = runs.cohorts[0] if runs.cohorts else "none"
-    info: dict[str, Any] = {"name": name, "kind": "unknown", "patients": None, "path": None}
-    for run in runs.runs:
-        path = run.config.get("cohort")
-        if not isinstance(path, str):
-            continue
-        info["path"] = path
-        try:
-            cohort = Cohort(Path(path))
-        except (CohortError, OSError, ValueError):
-            continue  # moved or deleted since the run: the kind stays unknown
-        info |= {"kind": cohort.kind, "patients": len(cohort)}
-        break
-    return info
+@dataclass(frozen=True)
+class RunFacts:
+    """Settings and data behind a :class:`RunSet`; empty fields were not recorded."""
+
+    profiles: tuple[str, ...] = ()
+    cohorts: tuple[str, ...] = ()
+    cohort_kinds: tuple[str, ...] = ()
+    cohort_size: int | None = None  # patients in the cohort
+    patients: dict[str, int] = field(default_factory=dict)  # split -> patients assigned
+    lesion_boxes: dict[str, int] = field(default_factory=dict)  # split -> evaluated boxes
+    # variant -> split -> {"patients", "lesion_boxes"} evaluated (patients with lesion boxes)
+    evaluated: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()
+    input_sizes: tuple[int, ...] = ()
+    iterations: tuple[int, ...] = ()
+    devices: tuple[str, ...] = ()
+    bootstrap: int = 0  # patient resamples behind the 95 % intervals (0: none)
+    bootstrap_seed: int = 0
+    min_lesion_boxes: int = 0
+
+    def line(self) -> str:
+        """One line for a caption or a page header."""
+        parts = [f"profile {_join(self.profiles)}"]
+        if self.iterations:
+            parts[0] += f" ({_join(self.iterations)} iterations)"
+        cohort = f"cohort {_join(self.cohorts)}"
+        if self.cohort_kinds:
+            cohort += f" ({_join(self.cohort_kinds)})"
+        parts.append(cohort)
+        for split in EVALUATED:
+            if split in self.patients or split in self.lesion_boxes:
+                text = f"{split}: {_count(self.patients.get(split), 'patient')}"
+                if split in self.lesion_boxes:
+                    text += f", {_count(self.lesion_boxes[split], 'lesion box', 'es')}"
+                parts.append(text)
+        parts.append(f"seed{'s' if len(self.seeds) != 1 else ''} {_join(self.seeds)}")
+        if self.devices:
+            parts.append(f"device {_join(self.devices)}")
+        return "; ".join(parts)
+
+    def differences(self) -> list[str]:
+        """How the protocol differs from the one behind the published numbers (empty: same)."""
+        paper = PAPER_PROTOCOL
+        out = []
+        if self.cohort_kinds != ("imported",):
+            kinds = [KIND_LABELS.get(k, k) for k in self.cohort_kinds] or ["kind unknown"]
+            out.append(f"{' / '.join(kinds)} cohort, not {paper['patients']} real patients")
+        elif self.cohort_size != paper["patients"]:
+            out.append(f"{_count(self.cohort_size, 'patient')}, not {paper['patients']}")
+        tests = self.patients.get("test")
+        if tests is None:  # no manifest: the patients evaluated
+            found = {s["test"]["patients"] for s in self.evaluated.values() if "test" in s}
+            tests = min(found) if found else None
+        if tests != paper["test_patients"]:
+            out.append(f"{_count(tests, 'test patient')}, not {paper['test_patients']}")
+        if self.input_sizes != (paper["input_size"],):
+            shown = f"input {_join(self.input_sizes, '/')} px" if self.input_sizes else "input size"
+            out.append(f"{shown}, not {paper['input_size']} px")
+        if self.iterations != (paper["iterations"],):
+            shown = _join(self.iterations, "/") if self.iterations else "unknown"
+            out.append(f"{shown} iterations, not 60k")
+        return out
+
+    def lines(self) -> list[str]:
+        """The facts as short lines of plain text (printed by the commands)."""
+        kinds = _join(tuple(KIND_LABELS.get(k, k) for k in self.cohort_kinds))
+        size = f", {self.cohort_size} patients" if self.cohort_size is not None else ""
+        split_sizes = ", ".join(f"{s} {n}" for s, n in self.patients.items())
+        lines = [
+            f"cohort {_join(self.cohorts)}: {kinds}{size}"
+            + (f" ({split_sizes})" if split_sizes else ""),
+            f"profile {_join(self.profiles)}; seeds {_join(self.seeds)}; input "
+            f"{_join(self.input_sizes, '/')} px; {_join(self.iterations, '/')} iterations",
+        ]
+        for variant, splits in self.evaluated.items():
+            parts = [
+                f"{split} {_count(s['patients'], 'patient')}, "
+                f"{_count(s['lesion_boxes'], 'lesion box', 'es')}"
+                for split, s in splits.items()
+            ]
+            lines.append(f"evaluated ({variant}): {'; '.join(parts)}")
+        single = [
+            split
+            for split in EVALUATED
+            if any(s.get(split, {}).get("patients") == 1 for s in self.evaluated.values())
+        ]
+        if self.bootstrap and single:
+            lines.append(
+                f"one patient in {' and '.join(single)}: resampling patients cannot show how much "
+                "the numbers there depend on the patients; those intervals show the seed spread only"
+            )
+        if self.bootstrap:
+            lines.append(
+                f"[95% CI]: {self.bootstrap} patient resamples (bootstrap seed "
+                f"{self.bootstrap_seed}), paired between variants, seeds pooled; n/a: undefined "
+                f"(registered AP 0, or fewer than {self.min_lesion_boxes} lesion boxes in a split)"
+            )
+        else:
+            lines.append("no confidence intervals (bootstrap off)")
+        diffs = self.differences()
+        if diffs:
+            lines.append(
+                "NOT the paper's protocol: "
+                + "; ".join(diffs)
+                + ". The published numbers are a reference, not a like-for-like comparison."
+            )
+        else:
+            lines.append("protocol: the paper's (cohort size, test patients, input, iterations)")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the paper's protocol and the differences from it."""
+        out = asdict(self)
+        out |= {
+            "paper_protocol": dict(PAPER_PROTOCOL),
+            "differences_from_paper": self.differences(),
+        }
+        return out
 
 
-def _splits(est: Estimates) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per variant and split: evaluated patients and lesion boxes (fewest over its runs)."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+def run_facts(runs: RunSet, est: Estimates) -> RunFacts:
+    """Facts of ``runs`` from their ``config.json``, the cohort manifest and ``est``."""
+    configs = [r.config for r in runs.runs]
+    manifests = [m for m in (_manifest(p) for p in runs.cohort_paths()) if m]
+    patients: dict[str, int] = {}
+    size = None
+    if manifests:
+        records = manifests[0].get("patients", [])
+        splits = [p.get("split") for p in records if isinstance(p, dict)]
+        patients = {s: splits.count(s) for s in SPLITS if s in splits}
+        size = len(records)
+    evaluated = _evaluated(est)
+    first = next(iter(evaluated.values()), {})  # the unregistered variant when there is one
+    return RunFacts(
+        profiles=_distinct(c.get("profile") for c in configs),
+        cohorts=tuple(runs.cohorts),
+        cohort_kinds=_distinct(m.get("kind") for m in manifests),
+        cohort_size=size,
+        patients=patients,
+        lesion_boxes={
+            s: v["lesion_boxes"] for s, v in first.items() if v["lesion_boxes"] is not None
+        },
+        evaluated=evaluated,
+        seeds=tuple(sorted({r.seed for r in runs.runs})),
+        input_sizes=_distinct(c.get("detector", {}).get("input_size") for c in configs),
+        iterations=_distinct(c.get("train", {}).get("iterations") for c in configs),
+        devices=_distinct(r.metrics.get("device") for r in runs.runs),
+        bootstrap=est.n_boot,
+        bootstrap_seed=est.seed,
+        min_lesion_boxes=est.min_boxes,
+    )
+
+
+def _evaluated(est: Estimates) -> dict[str, dict[str, dict[str, int | None]]]:
+    """Per variant and split: patients and lesion boxes evaluated (fewest over its runs)."""
+    out: dict[str, dict[str, dict[str, int | None]]] = {}
     frame = est.splits
     for variant in VARIANTS:
         rows = frame[frame["registration"] == variant]
-        for split in SPLITS:
+        for split in EVALUATED:
             part = rows[rows["split"] == split]
-            if part.empty:
-                continue
-            out.setdefault(variant, {})[split] = {
-                "patients": _fewest(part["patients"]),
-                "lesion_boxes": _fewest(part["lesion_boxes"]),
-            }
+            if not part.empty:
+                out.setdefault(variant, {})[split] = {
+                    "patients": _fewest(part["patients"]),
+                    "lesion_boxes": _fewest(part["lesion_boxes"]),
+                }
     return out
 
 
-def _fewest(values) -> int | str:
-    known = [int(v) for v in values if v == v and v is not None]
-    return min(known) if known else "?"
+def _manifest(cohort: Path) -> dict | None:
+    try:
+        data = json.loads((cohort / "cohort.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a moved or deleted cohort: the facts say less, the analysis goes on
+    return data if isinstance(data, dict) else None
 
 
-def _distinct(values) -> list:
-    return sorted({v for v in values if v is not None}, key=str)
+def _fewest(values) -> int | None:
+    known = [int(v) for v in values if v is not None and v == v]
+    return min(known) if known else None
+
+
+def _distinct(values) -> tuple:
+    return tuple(sorted({v for v in values if v is not None and v != ""}, key=str))
+
+
+def _join(values: tuple, sep: str = ", ") -> str:
+    return sep.join(str(v) for v in values) if values else "not recorded"
+
+
+def _count(n: int | None, noun: str, plural: str = "s") -> str:
+    if n is None:
+        return f"? {noun}{plural}"
+    return f"{n} {noun}{'' if n == 1 else plural}"

@@ -18,7 +18,7 @@ import pandas as pd
 from benchmark.analysis import figures, published, tables
 from benchmark.analysis.audit import audit_published
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
-from benchmark.analysis.facts import facts_lines, run_facts
+from benchmark.analysis.facts import PAPER_CAPTION, RunFacts, run_facts
 from benchmark.analysis.published import AVERAGE, REGISTRATIONS, VARIANT_LABELS
 from benchmark.analysis.runs import RunSet, collect_runs
 from benchmark.analysis.sensitivity import MIN_LESION_BOXES, sensitivity_frame
@@ -26,6 +26,7 @@ from benchmark.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
 PUBLISHED_S2 = "published (Table S2)"
+YOUR_RUNS = "your runs"
 SENSITIVITY_HEADER = "average sensitivity (%)"
 RANK_EXTRA = ("ci_low", "ci_high", "source", "undefined_reason")
 
@@ -40,7 +41,7 @@ class Analysis:
     figures: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    facts: dict = field(default_factory=dict)  # what the numbers rest on (analysis.facts)
+    facts: RunFacts | None = None  # what the numbers rest on
     estimates: Estimates | None = None
 
     def summary(self) -> dict:
@@ -51,8 +52,8 @@ class Analysis:
             "missing": self.missing,
             "notes": self.notes,
         }
-        if self.facts:
-            out["facts"] = self.facts
+        if self.facts is not None:
+            out["facts"] = self.facts.to_dict()
         if self.estimates is not None:
             out["sensitivity"] = _records(self.estimates.sensitivity)
             out["ap"] = _records(self.estimates.ap)
@@ -106,7 +107,7 @@ def analyze_runs(
     _write_tidy(result, "sensitivity.csv", sens)
     _table_s2(result, sens, labels, pub_root)
     _table2(result, runs, pub_root)
-    bars = sens[sens["metric"] == AVERAGE[1]].assign(source="ours")
+    bars = sens[sens["metric"] == AVERAGE[1]].assign(source=YOUR_RUNS)
     if bars.empty:
         result.missing.append(
             "Fig. 5: no model has all eight sensitivities of the average (needs unregistered and "
@@ -118,11 +119,13 @@ def analyze_runs(
                 "Fig. 5: every average sensitivity of the runs is undefined (see "
                 "undefined_reason in sensitivity.csv)"
             )
+        caption = f"Your runs: {result.facts.line()}."
         if with_published:
             pub = published.load_table("S2", pub_root)
             pub_bars = pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)
             bars = pd.concat([bars, pub_bars], ignore_index=True)
-        result.figures += figures.fig5(bars, result.out / "fig5", labels)
+            caption += f" {PAPER_CAPTION}"
+        result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=caption)
     _missing_models(result, runs, pub_root)
     _finish(result)
     return result
@@ -167,7 +170,7 @@ def analyze_published(
     pub = published.load_table("S2", pub_root)
     recomputed = sens[sens["metric"] == AVERAGE[1]].assign(source="recomputed from Tables I + S1")
     bars = pd.concat([pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2), recomputed])
-    result.figures += figures.fig5(bars, result.out / "fig5", labels)
+    result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=PAPER_CAPTION)
     _finish(result)
     return result
 
@@ -223,6 +226,7 @@ def compare(
         result.out / f"rank_{model}",
         f"Average sensitivity (%) of {mine_label} among the paper's models",
         [],
+        flag_above=tables.EXTREME,
     )
     t1 = published.load_table("I", pub_root)
     unreg = ap[ap["registration"] == "unregistered"]
@@ -247,7 +251,10 @@ def compare(
         ],
         ignore_index=True,
     )
-    result.figures += figures.fig5(bars, result.out / f"fig5_{model}", labels, highlight=yours)
+    caption = f"Yours: {result.facts.line()}. {PAPER_CAPTION}"
+    result.figures += figures.fig5(
+        bars, result.out / f"fig5_{model}", labels, highlight=yours, caption=caption
+    )
     _finish(result)
     return result
 
@@ -361,7 +368,11 @@ def _write(
     layout = tables.layout(frame, spec)
     result.tables[name] = layout
     result.files += tables.write_table(
-        layout, result.out / f"table{name}", title, tables.groups_of(spec)
+        layout,
+        result.out / f"table{name}",
+        title,
+        tables.groups_of(spec),
+        flag_above=spec.flag_above,
     )
 
 
@@ -375,9 +386,9 @@ def _missing_models(result: Analysis, runs: RunSet, pub_root) -> None:
 
 def _finish(result: Analysis) -> None:
     lines = ["# Analysis", ""]
-    if result.facts:
+    if result.facts is not None:
         lines += ["## What the numbers rest on", ""]
-        lines += [f"- {line}" for line in facts_lines(result.facts)] + [""]
+        lines += [f"- {line}" for line in result.facts.lines()] + [""]
     lines += ["## Written", ""]
     lines += [f"- {p.name}" for p in result.files + result.figures] or ["- nothing"]
     lines += ["", "## Missing", ""] + ([f"- {m}" for m in result.missing] or ["- nothing"])

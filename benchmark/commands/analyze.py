@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
-from benchmark.analysis.facts import facts_lines, format_estimate, undefined_notes
+from benchmark.analysis.facts import format_estimate, undefined_notes
 from benchmark.analysis.sensitivity import MIN_LESION_BOXES
 from benchmark.commands import add_model_module_arg, load_model_modules
 
@@ -217,9 +217,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _print_facts(result) -> None:
-    if result.facts:
+    if result.facts is not None:
         print("What these numbers rest on:")
-        for line in facts_lines(result.facts):
+        for line in result.facts.lines():
             print(f"  {line}")
 
 

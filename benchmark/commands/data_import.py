@@ -12,7 +12,10 @@ GROUP = "data"
 ORDER = 20
 
 IMPORT_EPILOG = """\
-Patients are identified by DICOM PatientID, or by the first subfolder under SRC.
+Patients are identified by DICOM PatientID, or by the first subfolder under SRC. Their
+folder names are slugs of those ids: characters outside A-Z a-z 0-9 . _ - become '_', no
+leading dot, at most 64 characters, plus '-' and 8 hex digits of a hash whenever this
+changed the id (the original id is kept in the report and in patient.json).
 Phases come from --phase-map, else from keywords in SeriesDescription (or NIfTI/NRRD file
 names): pre/native/non-contrast/NC, arterial/art/AP, portal/venous/PV,
 delayed/equilibrium/late; series without a keyword fill the missing phases in acquisition
@@ -27,6 +30,10 @@ series, or by a file/folder name equal to the patient id (or the only patient). 
 mask was drawn on: the SEG's referenced series, a phase name in the file name, else
 --lesion-phase (lesions) / portal (livers). Everything is resampled onto the portal grid by
 physical coordinates. The summary is printed and written to DIR/import_report.json.
+
+Nothing is dropped silently: NaN/Inf voxels are an error naming the file and the count
+(--fill-nonfinite HU replaces them and says so), an empty lesion mask skips its patient,
+and every file that is neither usable DICOM nor NIfTI/NRRD is listed in the report.
 
 example (HCC-TACE-Seg, segment 1 = liver, 2 = tumour):
   python -m benchmark data import HCC-TACE-Seg/ --out cohorts/tace \\
@@ -83,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=FIXED_PHASE,
         help="phase the lesion masks were drawn on when nothing else says (default: %(default)s)",
     )
+    imp.add_argument(
+        "--fill-nonfinite",
+        type=float,
+        metavar="HU",
+        help="replace NaN/Inf voxels of the images by HU (default: such voxels are an error)",
+    )
     imp.add_argument("--name", help="cohort name (default: the --out folder name)")
     imp.add_argument(
         "--seed", type=int, default=0, help="seed of the train/val/test split (default: 0)"
@@ -92,10 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     exp = subparsers.add_parser(
         "export",
-        help="export a cohort as DICOM series (one per phase) plus NIfTI label maps",
+        help="export a cohort as DICOM series (one per phase) plus DICOM SEG masks",
         description=(
             "Write every patient as four DICOM CT series (one per phase, RescaleIntercept -1024) "
-            "plus the lesion and liver masks as NIfTI label maps and a phase_map.csv that "
+            "plus the lesion and liver masks as DICOM SEG objects and a phase_map.csv that "
             "'data import' reads back. Useful for viewing a cohort in PACS tools."
         ),
     )
@@ -106,7 +119,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument(
         "--format", choices=["dicom"], default="dicom", help="output format (default: %(default)s)"
     )
-    exp.add_argument("--overwrite", action="store_true", help="replace an existing export in DIR")
+    exp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in DIR (never a folder holding anything else)",
+    )
     exp.set_defaults(func=run_export)
 
 
@@ -123,6 +140,7 @@ def run_import(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         overwrite=args.overwrite,
+        fill_nonfinite=args.fill_nonfinite,
     )
     report = import_cohort(args.src, args.out, options)
     print(format_report(report))
@@ -142,11 +160,13 @@ def format_report(report: dict[str, Any]) -> str:
     """Human-readable import summary: one block per patient, then the skipped items."""
     lines = [f"imported {len(report['patients'])} patients from {report['source']}"]
     for pid, info in report["patients"].items():
+        source = info.get("source_id", pid)
+        named = pid if source == pid else f"{pid} (source id {source!r})"
         if "phases" not in info:
-            lines.append(f"  {pid}: {info.get('status', '')}")
+            lines.append(f"  {named}: {info.get('status', '')}")
             continue
         spacing = "x".join(f"{s:.2f}" for s in info["spacing"])
-        lines.append(f"  {pid}: shape {tuple(info['shape'])}, spacing {spacing} mm (z,y,x)")
+        lines.append(f"  {named}: shape {tuple(info['shape'])}, spacing {spacing} mm (z,y,x)")
         for phase, p in info["phases"].items():
             lo, hi = p["hu_range"]
             lines.append(

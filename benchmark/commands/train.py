@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from benchmark.analysis.facts import facts_lines, undefined_notes
+from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     est, facts = runner.summarise(dirs, args.runs, args.split)
     print("\nWhat these numbers rest on:")
-    for line in facts_lines(facts):
+    for line in facts.lines():
         print(f"  {line}")
     what = f"AP (%) on the {args.split} split"
     if args.variant != "unregistered":

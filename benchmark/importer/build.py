@@ -10,11 +10,19 @@ slice positions crops and aligns them in z by construction.
 A patient that fails is reported and skipped; the cohort keeps the others. Patients are
 written atomically by :class:`~benchmark.cohort.CohortWriter` and ``import_report.json``
 plus the manifest come last, so ``--out`` never holds half-written files.
+
+Input names are untrusted: a patient id (DICOM PatientID, folder name, phase-map entry)
+becomes a folder name only through :func:`benchmark.names.slugs`; the original id is kept in
+the report, in ``patient.json`` (``meta.import.source_id``) and in the manifest's provenance.
+Nothing is dropped silently: every file that is neither usable DICOM nor a NIfTI/NRRD
+volume is listed in the report, NaN/Inf voxels are an error unless ``fill_nonfinite`` says
+what to put there, and an empty lesion mask skips its patient.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +43,12 @@ from benchmark.importer.resample import (
     resample,
     to_lps_grid,
 )
-from benchmark.importer.volumes import is_volume_file, read_mask, read_volume, stem
+from benchmark.importer.volumes import check_finite, is_volume_file, read_mask, read_volume, stem
+from benchmark.names import check_name, slugs
 
 REPORT = "import_report.json"
 AIR_HU = -1024.0
+NOT_AN_IMAGE = "neither a DICOM file (no 'DICM' marker at byte 128) nor a NIfTI/NRRD volume"
 _MASK_WORDS = ("seg", "mask", "label", "lesion", "liver", "tumor", "tumour")
 
 
@@ -55,9 +65,12 @@ class ImportOptions:
     seed: int = 0
     name: str | None = None
     overwrite: bool = False
+    fill_nonfinite: float | None = None
 
     def params(self, src: Path) -> dict[str, Any]:
+        extra = {} if self.fill_nonfinite is None else {"fill_nonfinite": self.fill_nonfinite}
         return {
+            **extra,
             "source": str(src.resolve()),
             "phase_map": str(self.phase_map.resolve()) if self.phase_map else None,
             "lesion_masks": [str(p.resolve()) for p in self.lesion_masks],
@@ -79,6 +92,8 @@ class Candidate:
     time: str
     files: list[Path]
     series: dicom.Series | None = None
+    unusable: list[tuple[Path, str]] = field(default_factory=list)
+    """files beside the series that are not usable DICOM (named when the series has a gap)"""
 
     def matches(self, source: str, root: Path) -> bool:
         """Does a phase-map ``source`` name this candidate (UID, number, description, path)?"""
@@ -93,10 +108,16 @@ class Candidate:
         resolved = [f.resolve() for f in self.files]
         return path in resolved or all(path in f.parents for f in resolved)
 
-    def load(self) -> Volume:
+    def load(self, fill_nonfinite: float | None, warnings: list[str]) -> Volume:
+        """Read the volume; NaN/Inf voxels are an error unless ``fill_nonfinite`` is given."""
         if self.series is not None:
-            return dicom.read_series(self.files, self.series.uid)
-        return read_volume(self.files[0])
+            volume = dicom.read_series(self.files, self.series.uid, self.unusable)
+        else:
+            volume = read_volume(self.files[0])
+        filled = check_finite(volume, fill_nonfinite)
+        if filled:
+            warnings.append(filled)
+        return volume
 
 
 @dataclass
@@ -114,6 +135,8 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"{src}: import source not found")
+    if options.fill_nonfinite is not None and not np.isfinite(options.fill_nonfinite):
+        raise ValueError(f"--fill-nonfinite {options.fill_nonfinite}: must be a finite HU value")
     existed = out.exists()
     fresh = not existed or not any(out.iterdir())
     entries = read_phase_map(options.phase_map) if options.phase_map else []
@@ -123,6 +146,12 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     }
     found = dicom.scan(src)
     skipped: list[dict[str, str]] = [{"item": f, "reason": r} for f, r in found.ignored]
+    not_used = mask_paths | ({options.phase_map.resolve()} if options.phase_map else set())
+    skipped += [
+        {"item": str(path), "reason": f"not used: {NOT_AN_IMAGE}"}
+        for path in found.other
+        if not is_volume_file(path) and path.resolve() not in not_used
+    ]
     skipped += [
         {
             "item": str(seg),
@@ -137,32 +166,45 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
     patients = sorted(
         {c.patient for c in candidates if c.key not in claimed} | {e.patient for e in images}
     )
-    masks = _masks(options, entries, src, patients, candidates, skipped)
+    ids = slugs(patients)
+    masks = _masks(options, entries, src, patients, ids, candidates, skipped)
     splits = assign_splits(patients, options.seed) if patients else {}
+    name = options.name or out.resolve().name
+    try:
+        check_name(name, "cohort name")
+    except ValueError as err:
+        raise ValueError(f"{err} (choose one with --name)") from None
+    renamed = {cid: pid for pid, cid in ids.items() if cid != pid}
     writer = CohortWriter(
         out,
-        name=options.name or out.resolve().name,
+        name=name,
         kind="imported",
         params=options.params(src),
-        provenance={"source": str(src.resolve()), "importer": "benchmark.importer"},
+        provenance={
+            "source": str(src.resolve()),
+            "importer": "benchmark.importer",
+            "source_ids": renamed,
+        },
         overwrite=options.overwrite,
     )
     done = writer.done()
     report: dict[str, Any] = {"source": str(src.resolve()), "patients": {}, "skipped": skipped}
     for pid in patients:
-        if pid in done:
-            report["patients"][pid] = {"status": "already imported"}
+        cid = ids[pid]
+        if cid in done:
+            report["patients"][cid] = {"status": "already imported", "source_id": pid}
             continue
         try:
             patient, summary = _build_patient(
                 pid, src, candidates, claimed, entries, masks, options
             )
         except (ValueError, OSError, CohortError) as err:
-            skipped.append({"item": f"patient {pid}", "reason": str(err)})
+            named = f"patient {cid}" + (f" (source id {pid!r})" if cid != pid else "")
+            skipped.append({"item": named, "reason": str(err)})
             continue
-        patient.split = splits[pid]
+        patient.id, patient.split = cid, splits[pid]
         writer.write_patient(patient)
-        report["patients"][pid] = summary
+        report["patients"][cid] = summary
     if not writer.done():
         if fresh:  # leave --out as it was before: absent or empty
             shutil.rmtree(out, ignore_errors=True)
@@ -181,7 +223,7 @@ def import_cohort(src: str | Path, out: str | Path, options: ImportOptions) -> d
 def _expand(paths: list[Path], role: str | None = None) -> list[Path]:
     """Mask files under the given files/folders: NIfTI/NRRD volumes and DICOM SEG objects.
 
-    In folders, volume files whose names name the other role (``liver`` for lesion masks,
+    In folders, files whose names name the other role (``liver`` for lesion masks,
     ``lesion``/``tumo(u)r`` for liver masks) are left out.
     """
     other = {"lesion": ("liver",), "liver": ("lesion", "tumor", "tumour")}.get(role or "", ())
@@ -193,7 +235,7 @@ def _expand(paths: list[Path], role: str | None = None) -> list[Path]:
             files.append(path)
             continue
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            if is_volume_file(f) and any(word in f.name.lower() for word in other):
+            if any(word in f.name.lower() for word in other):
                 continue
             if is_volume_file(f) or (dicom.is_dicom(f) and _is_seg(f)):
                 files.append(f)
@@ -234,6 +276,12 @@ def _candidates(
     src: Path, found: dicom.Scan, mask_paths: set[Path], skipped: list[dict[str, str]]
 ) -> list[Candidate]:
     out = []
+    unusable: dict[Path, list[tuple[Path, str]]] = defaultdict(list)
+    for item, reason in found.ignored:
+        unusable[Path(item).parent].append((Path(item), reason))
+    for path in found.other:
+        if not is_volume_file(path):
+            unusable[path.parent].append((path, NOT_AN_IMAGE))
     for series in found.series:
         where = str(series.folder)
         if series.modality != "CT":
@@ -248,8 +296,18 @@ def _candidates(
             skipped.append({"item": where, "reason": "localizer (scout) series ignored"})
             continue
         patient = series.patient_id or _patient_from_path(series.files[0], src)
+        folders = sorted({f.parent for f in series.files})
+        beside = sorted(u for folder in folders for u in unusable.get(folder, []))
         out.append(
-            Candidate(series.key, patient, series.description, series.time, series.files, series)
+            Candidate(
+                series.key,
+                patient,
+                series.description,
+                series.time,
+                series.files,
+                series,
+                beside,
+            )
         )
     for path in found.other:
         if not is_volume_file(path) or path.resolve() in mask_paths:
@@ -273,6 +331,7 @@ def _masks(
     entries: list[MapEntry],
     src: Path,
     patients: list[str],
+    ids: dict[str, str],
     candidates: list[Candidate],
     skipped: list[dict[str, str]],
 ) -> list[MaskSource]:
@@ -289,7 +348,7 @@ def _masks(
     for mask in found:
         if mask.patient is None:
             try:
-                mask.patient = _mask_patient(mask.path, patients, series_owner)
+                mask.patient = _mask_patient(mask.path, patients, ids, series_owner)
             except (ValueError, OSError, InvalidDicomError) as err:
                 skipped.append(
                     {"item": str(mask.path), "reason": f"{mask.role} mask: unreadable ({err})"}
@@ -305,7 +364,11 @@ def _masks(
     return [m for m in found if m.patient is not None]
 
 
-def _mask_patient(path: Path, patients: list[str], series_owner: dict[str, str]) -> str | None:
+def _mask_patient(
+    path: Path, patients: list[str], ids: dict[str, str], series_owner: dict[str, str]
+) -> str | None:
+    """The (source) id of the patient a mask belongs to; names match source ids or folder names."""
+    by_folder = {cid: pid for pid, cid in ids.items()}
     if dicom.is_dicom(path):
         import pydicom
 
@@ -318,6 +381,8 @@ def _mask_patient(path: Path, patients: list[str], series_owner: dict[str, str])
     for name in (stem(path), *(p.name for p in path.parents)):
         if name in patients:
             return name
+        if name in by_folder:
+            return by_folder[name]
     return patients[0] if len(patients) == 1 else None
 
 
@@ -372,7 +437,8 @@ def _build_patient(
     options: ImportOptions,
 ) -> tuple[Patient, dict[str, Any]]:
     chosen = _choose_phases(pid, src, candidates, claimed, entries)
-    portal = chosen[FIXED_PHASE].load()
+    warnings: list[str] = []
+    portal = chosen[FIXED_PHASE].load(options.fill_nonfinite, warnings)
     portal_array, spacing, origin = to_lps_grid(portal)
     shape = portal_array.shape
     target = grid_affine(spacing, origin)
@@ -388,7 +454,7 @@ def _build_patient(
             volume, array, fov = portal, portal_array.astype(np.float32), 1.0
             how = "reoriented to LPS (transpose/flip only, no interpolation)"
         else:
-            volume = cand.load()
+            volume = cand.load(options.fill_nonfinite, warnings)
             array = resample(volume, shape, target, order=1, cval=AIR_HU)
             fov = coverage(volume, shape, target)
             how = "resampled onto the portal grid (trilinear, -1024 HU outside its field of view)"
@@ -407,7 +473,6 @@ def _build_patient(
             "hu_range": [float(np.min(array)), float(np.max(array))],
         }
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    warnings: list[str] = []
     mine = [m for m in masks if m.patient == pid]
     lesion, lesion_phase, lesion_info = _place_masks(
         [m for m in mine if m.role == "lesion"],
@@ -421,6 +486,11 @@ def _build_patient(
     )
     if lesion is None:
         raise ValueError("no lesion mask (give --lesion-masks or list one in --phase-map)")
+    if not lesion.any():
+        raise ValueError(
+            f"{', '.join(lesion_info['source'])}: lesion mask is empty (no labelled voxel on "
+            "the portal grid); a patient without a lesion cannot be evaluated"
+        )
     liver: dict[str, np.ndarray] = {}
     liver_info: dict[str, Any] = {}
     for phase in PHASES:
@@ -438,6 +508,7 @@ def _build_patient(
                 "volume_ml": round(float(arr.sum()) * voxel_ml, 3),
             }
     summary = {
+        "source_id": pid,
         "shape": list(shape),
         "spacing": list(spacing),
         "origin": list(origin),

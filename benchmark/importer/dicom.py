@@ -2,7 +2,9 @@
 
 Slices are ordered by ImagePositionPatient projected on the slice normal (row x column
 direction cosines), never by file name or InstanceNumber. Every problem raises ``ValueError``
-whose message starts with the offending file.
+whose message starts with the offending file. Files beside a series that are not usable
+DICOM (``unusable``) are named when the series has a gap: such a file is the likelier culprit
+than the slice after the gap.
 """
 
 from __future__ import annotations
@@ -149,8 +151,14 @@ def _split_acquisitions(
     return [(f"{key}#acq{a}", m, f" (acquisition {a})") for a, m in sorted(parts.items())]
 
 
-def read_series(files: list[Path], uid: str = "") -> Volume:
-    """Read one CT series as a ``[slice, row, column]`` HU volume with its LPS affine."""
+def read_series(
+    files: list[Path], uid: str = "", unusable: list[tuple[Path, str]] | None = None
+) -> Volume:
+    """Read one CT series as a ``[slice, row, column]`` HU volume with its LPS affine.
+
+    ``unusable`` lists ``(file, reason)`` of files in the series' folder that could not be
+    read as DICOM; a gap in the slice positions is then reported on them.
+    """
     headers = [(Path(f), _read_header(Path(f))) for f in files]
     first_path, first = headers[0]
     for path, ds in headers:
@@ -169,7 +177,7 @@ def read_series(files: list[Path], uid: str = "") -> Volume:
     order = np.argsort(along, kind="stable")
     headers = [headers[i] for i in order]
     positions, along = positions[order], along[order]
-    spacing = _slice_spacing(headers, along, first)
+    spacing = _slice_spacing(headers, along, first, unusable or [])
     offsets = positions - positions[0] - np.outer(along - along[0], normal)
     tilted = np.linalg.norm(offsets, axis=1) > TILT_TOLERANCE * max(1.0, spacing)
     if tilted.any():
@@ -188,7 +196,11 @@ def read_series(files: list[Path], uid: str = "") -> Volume:
         array=array,
         affine=affine,
         source=str(headers[0][0]),
-        meta={"series_uid": uid or str(first.get("SeriesInstanceUID", "")), "files": len(headers)},
+        meta={
+            "series_uid": uid or str(first.get("SeriesInstanceUID", "")),
+            "files": len(headers),
+            "slice_files": [str(path) for path, _ in headers],
+        },
     )
 
 
@@ -224,7 +236,10 @@ def _floats(ds: pydicom.Dataset, key: str, path: Path) -> np.ndarray:
 
 
 def _slice_spacing(
-    headers: list[tuple[Path, pydicom.Dataset]], along: np.ndarray, first: pydicom.Dataset
+    headers: list[tuple[Path, pydicom.Dataset]],
+    along: np.ndarray,
+    first: pydicom.Dataset,
+    unusable: list[tuple[Path, str]],
 ) -> float:
     """Spacing between slice centres; raises on duplicates, gaps and uneven spacing."""
     if len(along) == 1:
@@ -244,6 +259,14 @@ def _slice_spacing(
     if bad.any():
         i = int(np.argmax(bad))
         kind = "gap" if steps[i] > spacing else "uneven spacing"
+        if kind == "gap" and unusable:
+            bad_file, reason = unusable[0]
+            more = f" (and {len(unusable) - 1} more such files)" if len(unusable) > 1 else ""
+            raise ValueError(
+                f"{bad_file}: {reason}{more}; the series beside it has a gap of "
+                f"{steps[i]:.2f} mm between {headers[i][0].name} and {headers[i + 1][0].name} "
+                f"(spacing {spacing:.2f} mm), where this file probably belongs"
+            )
         raise ValueError(
             f"{headers[i + 1][0]}: {kind} in slice positions: {steps[i]:.2f} mm after "
             f"{headers[i][0].name} where the series spacing is {spacing:.2f} mm (missing slices?)"

@@ -6,6 +6,9 @@ Header trust: a file's affine is used as written. What cannot be known from one 
 as a cropped NIfTI that kept the original origin) is caught when a mask is placed on its
 image: labelled voxels outside the image are counted and a mask entirely outside is an error
 (see :func:`benchmark.importer.build.place_mask`).
+
+Non-finite voxels (NaN, +-Inf) are never turned into numbers silently: :func:`check_finite`
+refuses them naming the file and the count, or replaces them with a value the user chose.
 """
 
 from __future__ import annotations
@@ -56,6 +59,31 @@ def read_volume(path: Path) -> Volume:
     raise ValueError(f"{path}: not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr) file")
 
 
+def check_finite(volume: Volume, fill: float | None = None) -> str:
+    """Refuse NaN/Inf voxels naming the file(s) and the count; with ``fill``, replace them.
+
+    Returns a warning describing the replacement ("" when every voxel was finite). For a
+    DICOM series (``meta["slice_files"]``) the slices holding the voxels are named.
+    """
+    bad = ~np.isfinite(volume.array)
+    count = int(bad.sum())
+    if not count:
+        return ""
+    files = volume.meta.get("slice_files")
+    if files and len(files) == bad.shape[0]:
+        hit = [f for f, n in zip(files, bad.reshape(len(files), -1).sum(axis=1), strict=True) if n]
+        where = hit[0] + (f" (and {len(hit) - 1} more slices)" if len(hit) > 1 else "")
+    else:
+        where = volume.source
+    if fill is None:
+        raise ValueError(
+            f"{where}: {count} of {bad.size} voxels are NaN or infinite; fix the file or pass "
+            "--fill-nonfinite HU to replace them"
+        )
+    volume.array = np.where(bad, np.float32(fill), volume.array.astype(np.float32))
+    return f"{where}: {count} NaN/infinite voxels replaced by {fill:g} HU (--fill-nonfinite)"
+
+
 def read_mask(path: Path, label: int | None = None) -> Volume:
     """A binary uint8 mask from a label map (NIfTI/NRRD) or a DICOM SEG.
 
@@ -64,6 +92,9 @@ def read_mask(path: Path, label: int | None = None) -> Volume:
     """
     volume = _read_seg(path, label) if is_dicom(path) else read_volume(path)
     data = volume.array
+    bad = int(np.count_nonzero(~np.isfinite(data))) if data.dtype.kind == "f" else 0
+    if bad:
+        raise ValueError(f"{path}: {bad} of {data.size} voxels are NaN or infinite, not labels")
     if is_dicom(path):
         mask = data > 0
     elif label is None:
