@@ -78,9 +78,11 @@ class RunFacts:
         if self.cohort_kinds:
             cohort += f" ({_join(self.cohort_kinds)})"
         parts.append(cohort)
+        evaluated = next(iter(self.evaluated.values()), {})  # the unregistered variant first
         for split in EVALUATED:
             if split in self.patients or split in self.lesion_boxes:
-                text = f"{split}: {_count(self.patients.get(split), 'patient')}"
+                n = self.patients.get(split, evaluated.get(split, {}).get("patients"))
+                text = f"{split}: {_count(n, 'patient')}"
                 if split in self.lesion_boxes:
                     text += f", {_count(self.lesion_boxes[split], 'lesion box', 'es')}"
                 parts.append(text)
