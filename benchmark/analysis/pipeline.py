@@ -278,7 +278,7 @@ def _rank(reg: str, pub_avg: pd.DataFrame, mine: pd.DataFrame, mine_label: str) 
 
 
 def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) -> None:
-    mean = ap.groupby(["model", "registration", "split", "metric"], as_index=False)["value"].mean()
+    """Tables I, S1, III from ``ap`` (one row per cell: mean over seeds with its interval)."""
     for name, title in (
         ("I", "Table I: AP (%) on the unregistered cohort, ours vs published"),
         ("S1", "Table S1: AP (%) on the registered cohorts, ours vs published"),
@@ -286,7 +286,7 @@ def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) ->
     ):
         spec = tables.SPECS[name]
         pub = published.load_table(name, pub_root)
-        mine = mean[mean["registration"].isin(spec.registrations)]
+        mine = ap[ap["registration"].isin(spec.registrations)]
         if name == "III":
             ablations = set(pub["model"]) - set(published.load_table("I", pub_root)["model"])
             if not set(mine["model"]) & ablations:
