@@ -283,6 +283,8 @@ def test_cis_and_facts_from_predictions(runs: Path, tmp_path: Path):
     assert any("gssd_pp" in m and "predictions_val.csv" in m for m in result.missing)
     ap = pd.read_csv(tmp_path / "out" / "ap.csv")
     assert ap[ap["model"] == "gssd"]["ci_low"].notna().all()
+    t1 = result.tables["I"]
+    assert tables.CI_KIND in set(t1[t1["Methods"] == "GSSD [15]"]["value"])
     again = analyze_runs(runs, tmp_path / "again", bootstrap=20, seed=5)
     assert again.missing == result.missing
     pd.testing.assert_frame_equal(
