@@ -8,7 +8,6 @@ a cluster dispatcher later). Layout of a run folder: ``docs/run-folder.md``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,11 @@ import pandas as pd
 import torch
 
 import models
+from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
+from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, run_facts
+from benchmark.analysis.published import AVERAGE
+from benchmark.analysis.published import METRICS as PAPER_CELLS
+from benchmark.analysis.runs import load_runs
 from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
@@ -336,36 +340,58 @@ def run_matrix(
     return frame, dirs
 
 
-def summary_tables(ap: pd.DataFrame, variant: str, split: str = "test") -> dict[str, pd.DataFrame]:
-    """Per model and metric: AP (%) on ``variant`` and unregistered, eq. 6 sensitivity (%).
+def summarise(
+    run_dirs: Sequence[Path], runs: str | Path, split: str = "test", n_boot: int | None = None
+) -> tuple[Estimates, RunFacts]:
+    """Estimates (AP and sensitivity of every metric of ``split`` and the paper's eight, with
+    95 % intervals) and the facts of the finished units in ``run_dirs``."""
+    found = load_runs(list(run_dirs), runs)
+    cells = list(dict.fromkeys([*((split, k) for k in METRIC_KEYS), *PAPER_CELLS]))
+    est = estimate(found, DEFAULT_BOOTSTRAP if n_boot is None else n_boot, cells=cells)
+    return est, run_facts(found, est)
 
-    AP is averaged over seeds first; sensitivity = 1 - AP_unregistered / AP_variant (NaN when
-    the registered AP is 0, where eq. 6 is undefined).
+
+def summary_tables(est: Estimates, variant: str, split: str = "test") -> dict[str, pd.DataFrame]:
+    """Per model: AP (%) on ``variant`` and unregistered, and eq. 6 sensitivity (%), per metric
+    of ``split`` plus the Fig. 5 average, as ``value [95% CI]`` text (``n/a`` when undefined).
+
+    Each table's ``attrs["undefined"]`` lists ``(row, reason)`` of its n/a sensitivities.
     """
-    from benchmark.analysis.sensitivity import sensitivity
-
-    rows = ap[ap["split"] == split]
-    mean = rows.groupby(["model", "variant", "metric"], sort=False)["ap"].mean()
-    order = list(dict.fromkeys(rows["model"]))
-
-    def table(v: str) -> pd.DataFrame:
-        data = {k: [100 * mean.get((m, v, k), math.nan) for m in order] for k in METRIC_KEYS}
-        return pd.DataFrame(data, index=pd.Index(order, name="model"))
-
-    def sens(u: float, r: float) -> float:
-        try:
-            return 100 * sensitivity(u / 100, r / 100)
-        except ValueError:
-            return math.nan
-
-    out = {variant: table(variant)}
-    if variant != UNREGISTERED:
-        out[UNREGISTERED] = table(UNREGISTERED)
-        reg, unreg = out[variant], out[UNREGISTERED]
-        out["sensitivity"] = pd.DataFrame(
-            {k: [sens(u, r) for u, r in zip(unreg[k], reg[k], strict=True)] for k in METRIC_KEYS},
-            index=reg.index,
-        )
+    ap = est.ap[est.ap["split"] == split].set_index(["model", "registration", "metric"])
+    sens = est.sensitivity.set_index(["model", "registration", "split", "metric"])
+    average = "average (Fig. 5)"
+    out = {}
+    for model in dict.fromkeys(est.ap["model"]):
+        columns = {f"AP {variant}": variant}
+        if variant != UNREGISTERED:
+            columns["AP unregistered"] = UNREGISTERED
+        rows, undefined = {}, []
+        for key in METRIC_KEYS:
+            row = {}
+            for name, v in columns.items():
+                cell = ap.loc[(model, v, key)] if (model, v, key) in ap.index else None
+                row[name] = (
+                    NOT_AVAILABLE
+                    if cell is None
+                    else format_estimate(*cell[["value", "ci_low", "ci_high"]])
+                )
+            rows[key] = row
+        if variant != UNREGISTERED:
+            for key, index in [*((k, (split, k)) for k in METRIC_KEYS), (average, AVERAGE)]:
+                at = (model, variant, *index)
+                if at in sens.index:
+                    cell = sens.loc[at]
+                    reason = cell["undefined_reason"]
+                    text = format_estimate(cell["value"], cell["ci_low"], cell["ci_high"], reason)
+                    if reason:
+                        undefined.append((key, reason))
+                else:
+                    text = NOT_AVAILABLE
+                rows.setdefault(key, {name: "" for name in columns})["sensitivity"] = text
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "metric"
+        table.attrs["undefined"] = undefined
+        out[model] = table
     return out
 
 

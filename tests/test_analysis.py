@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 
 from benchmark.analysis import published, tables
+from benchmark.analysis.estimates import estimate
+from benchmark.analysis.facts import format_estimate, run_facts
 from benchmark.analysis.pipeline import analyze_published, analyze_runs
 from benchmark.analysis.report import write_report
 from benchmark.analysis.runs import collect_runs
-from benchmark.analysis.sensitivity import bootstrap_replicates, percentile_ci
+from benchmark.analysis.sensitivity import sensitivity_frame
 from benchmark.cli import main
 
 AP = published.load_ap().set_index(["registration", "model", "split", "metric"])["value"]
@@ -168,9 +170,11 @@ def test_published_analysis_matches_audit(tmp_path: Path):
     assert diff["Average"].abs().max() == pytest.approx(12.23, abs=0.01)  # the MSCR affine row
 
 
-def _predictions(rng: np.random.Generator, noise: float) -> pd.DataFrame:
+def _predictions(rng: np.random.Generator, noise: float, patients: int = 6) -> pd.DataFrame:
+    """Three lesion slices per patient, one lesion each; one detection near it (``noise`` px)
+    and one far away."""
     rows = []
-    for p in range(6):
+    for p in range(patients):
         for s in range(3):
             x, y = rng.uniform(10, 50, 2)
             rows.append((f"p{p}", s, "gt", x, y, x + 20, y + 20, np.nan))
@@ -182,32 +186,152 @@ def _predictions(rng: np.random.Generator, noise: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["patient", "slice", "kind", "x0", "y0", "x1", "y1", "score"])
 
 
-def test_paired_patient_bootstrap_is_seeded():
-    rng = np.random.default_rng(0)
-    unreg, reg = _predictions(rng, 6.0), _predictions(rng, 1.0)
-    a = bootstrap_replicates(unreg, reg, ["IoU50"], 50, seed=3)["IoU50"]
-    b = bootstrap_replicates(unreg, reg, ["IoU50"], 50, seed=3)["IoU50"]
-    np.testing.assert_array_equal(a, b)
-    low, high = percentile_ci(a)
-    assert low < high and np.median(a) > 0  # worse aligned boxes -> positive sensitivity
+def _write_predictions(run: Path, frames: dict[str, pd.DataFrame]) -> None:
+    for split, frame in frames.items():
+        frame.to_csv(run / f"predictions_{split}.csv", index=False)
 
 
-def test_bootstrap_cis_from_predictions(runs: Path, tmp_path: Path):
+def _prediction_runs(root: Path, noise: dict[str, float], seeds=(0,), patients: int = 6) -> Path:
+    """gssd runs whose predictions differ only in how well detections sit on the lesions."""
+    for k in seeds:
+        for variant, sigma in noise.items():
+            run = make_run(root, variant, "gssd", k)
+            rng = np.random.default_rng(100 * k + 7)  # same boxes in every variant of a seed
+            frames = {split: _predictions(rng, 0.0, patients) for split in ("val", "test")}
+            jitter = np.random.default_rng(published.VARIANTS.index(variant))
+            for frame in frames.values():
+                det = frame["kind"] == "det"
+                shift = jitter.normal(0, sigma, (int(det.sum()), 1))
+                frame.loc[det, ["x0", "x1"]] += shift
+            _write_predictions(run, frames)
+    return root
+
+
+def test_paired_bootstrap_is_seeded_and_paired(tmp_path: Path):
+    runs = _prediction_runs(tmp_path / "runs", {"unregistered": 0.0, "rigid": 0.0})
+    found = collect_runs(runs)
+    a = estimate(found, n_boot=200, seed=3)
+    b = estimate(found, n_boot=200, seed=3)
+    pd.testing.assert_frame_equal(a.sensitivity, b.sensitivity)
+    # identical predictions in both variants: every paired resample gives exactly 0
+    sens = a.sensitivity
+    assert len(sens) == 9 and (sens["undefined_reason"] == "").all()
+    assert (sens[["value", "ci_low", "ci_high"]] == 0).all().all()
+    # ... while the AP itself varies over the resamples
+    ap = a.ap.set_index(["registration", "split", "metric"])
+    low, high = ap.loc[("rigid", "val", "IoU70"), ["ci_low", "ci_high"]]
+    assert low < ap.loc[("rigid", "val", "IoU70"), "value"] <= high
+    assert estimate(found, n_boot=200, seed=4).ap["ci_low"].tolist() != a.ap["ci_low"].tolist()
+
+
+def test_sensitivity_interval_brackets_value_and_pools_seeds(tmp_path: Path):
+    runs = _prediction_runs(tmp_path / "runs", {"unregistered": 5.0, "nonrigid": 0.5}, (0, 1))
+    est = estimate(collect_runs(runs), n_boot=300, seed=1)
+    sens = est.sensitivity.set_index(["split", "metric"])
+    row = sens.loc[("val", "IoU70")]
+    assert row["n_seeds"] == 2 and np.isfinite(row["std"])
+    assert row["ci_low"] < row["value"] < row["ci_high"] and row["value"] > 0
+    avg = sens.loc[("all", "average")]
+    assert avg["undefined_reason"] == "" and avg["ci_low"] < avg["value"] < avg["ci_high"]
+    assert est.splits["lesion_boxes"].eq(18).all() and est.splits["patients"].eq(6).all()
+
+
+def test_undefined_cells_say_why_never_100(tmp_path: Path):
+    runs = _prediction_runs(tmp_path / "runs", {"unregistered": 0.0, "affine": 0.0})
+    miss = runs / "tiny" / "affine" / "gssd" / "seed0" / "predictions_val.csv"
+    frame = pd.read_csv(miss)
+    frame.loc[frame["kind"] == "det", ["x0", "x1"]] += 300  # no detection hits: AP 0
+    frame.to_csv(miss, index=False)
+    sens = estimate(collect_runs(runs), n_boot=50).sensitivity.set_index(["split", "metric"])
+    assert sens.loc[("val", "IoU50"), "undefined_reason"] == "registered AP is 0 (seed 0)"
+    assert np.isnan(sens.loc[("val", "IoU50"), ["value", "ci_low", "ci_high"]].astype(float)).all()
+    assert sens.loc[("all", "average"), "undefined_reason"].startswith("undefined cells: val IoU30")
+    assert sens.loc[("test", "IoU50"), "undefined_reason"] == ""
+    few = estimate(collect_runs(runs), n_boot=50, min_boxes=19).sensitivity
+    assert few["value"].isna().all()
+    assert "18 lesion boxes in the split (fewer than 19)" in set(few["undefined_reason"])
+    assert format_estimate(np.nan, reason="x") == "n/a"
+    assert format_estimate(60.84, 41.2, 80.06) == "60.8 [41.2, 80.1]"
+    assert format_estimate(60.84) == "60.8 [no CI]"
+
+
+def test_sensitivity_frame_from_published_style_ap():
+    ap = pd.DataFrame(
+        [("m", v, s, k, value) for v, value in (("unregistered", 60.0), ("rigid", 80.0), ("affine", 0.0))
+         for s, k in published.METRICS],
+        columns=["model", "registration", "split", "metric", "value"],
+    )  # fmt: skip
+    sens = sensitivity_frame(ap).set_index(["registration", "split", "metric"])
+    assert sens.loc[("rigid", "val", "IoU30"), "value"] == pytest.approx(25.0)
+    assert sens.loc[("rigid", "all", "average"), "value"] == pytest.approx(25.0)
+    assert sens.loc[("affine", "all", "average"), "undefined_reason"] == "all eight cells undefined"
+    assert sens.loc[("affine", "val", "IoU30"), "undefined_reason"].startswith("registered AP is 0")
+
+
+def test_cis_and_facts_from_predictions(runs: Path, tmp_path: Path):
     rng = np.random.default_rng(1)
     for variant, noise in (("unregistered", 6.0), ("rigid", 1.0), ("nonrigid", 1.0)):
-        for split in ("val", "test"):
-            path = runs / "tiny" / variant / "gssd" / "seed0" / f"predictions_{split}.csv"
-            _predictions(rng, noise).to_csv(path, index=False)
+        for seed in (0, 1):
+            run = runs / "tiny" / variant / "gssd" / f"seed{seed}"
+            _write_predictions(run, {s: _predictions(rng, noise) for s in ("val", "test")})
     result = analyze_runs(runs, tmp_path / "out", bootstrap=20, seed=5)
-    sens = pd.read_csv(tmp_path / "out" / "sensitivity.csv")
+    sens = pd.read_csv(tmp_path / "out" / "sensitivity.csv", keep_default_na=False, na_values=[""])
     gssd = sens[sens["model"] == "gssd"]
     assert len(gssd) == 2 * 9 and gssd["ci_low"].notna().all()
     assert (gssd["ci_low"] <= gssd["ci_high"]).all()
     assert sens[sens["model"] == "gssd_pp"]["ci_low"].isna().all()
     assert any("gssd_pp" in m and "predictions_val.csv" in m for m in result.missing)
+    ap = pd.read_csv(tmp_path / "out" / "ap.csv")
+    assert ap[ap["model"] == "gssd"]["ci_low"].notna().all()
+    t1 = result.tables["I"]
+    assert tables.CI_KIND in set(t1[t1["Methods"] == "GSSD [15]"]["value"])
     again = analyze_runs(runs, tmp_path / "again", bootstrap=20, seed=5)
     assert again.missing == result.missing
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "sensitivity.csv"), sens)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "again" / "sensitivity.csv", keep_default_na=False, na_values=[""]),
+        sens,
+    )
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    facts = summary["facts"]
+    assert facts["seeds"] == [0, 1] and facts["cohorts"] == ["tiny"]
+    assert facts["evaluated"]["unregistered"]["test"] == {"patients": 6, "lesion_boxes": 18}
+    assert "6 test patients, not 10" in facts["differences_from_paper"]
+    assert facts["bootstrap"] == 20 and facts["paper_protocol"]["test_patients"] == 10
+    assert {"value", "ci_low", "ci_high", "undefined_reason"} <= set(summary["sensitivity"][0])
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "What the numbers rest on" in readme and "NOT the paper's protocol" in readme
+
+
+def test_facts_of_an_imported_paper_sized_cohort(tmp_path: Path):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+
+    def manifest(tests: int) -> None:
+        patients = [{"id": f"p{i}", "split": "test" if i < tests else "train"} for i in range(280)]
+        data = {"name": "hospital", "kind": "imported", "patients": patients}
+        (cohort / "cohort.json").write_text(json.dumps(data))
+
+    manifest(10)
+    root = tmp_path / "runs"
+    for variant in ("unregistered", "rigid"):
+        run = make_run(root, variant, "gssd", cohort=cohort)
+        config = json.loads((run / "config.json").read_text())
+        config |= {"profile": "paper", "detector": {"input_size": 300}, "train": {"iterations": 60000}}  # fmt: skip
+        (run / "config.json").write_text(json.dumps(config))
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["test"] |= {"n_patients": 10, "n_gt": 40}
+        metrics["val"] |= {"n_patients": 54, "n_gt": 200}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    found = collect_runs(root)
+    facts = run_facts(found, estimate(found, n_boot=0))
+    assert facts.cohort_kinds == ("imported",) and facts.cohort_size == 280
+    assert facts.differences() == [] and facts.profiles == ("paper",)
+    assert "protocol: the paper's" in facts.lines()[-1]
+    assert facts.evaluated["rigid"]["val"] == {"patients": 54, "lesion_boxes": 200}
+    manifest(5)
+    facts = run_facts(found, estimate(found, n_boot=0))
+    assert facts.differences() == ["5 test patients, not 10"]
+    assert facts.lines()[-1].startswith("NOT the paper's protocol: 5 test patients, not 10.")
 
 
 def test_report_is_self_contained(runs: Path, tmp_path: Path):

@@ -13,6 +13,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from benchmark.analysis import published, tables
+from benchmark.analysis.estimates import estimate
 from benchmark.analysis.facts import run_facts
 from benchmark.analysis.figures import draw_fig5, fig5
 from benchmark.analysis.report import _table, write_report
@@ -196,14 +197,16 @@ def make_smoke_like_runs(root: Path) -> Path:
                   "profile": "smoke", "train": {"iterations": 4}}  # fmt: skip
         (run / "config.json").write_text(json.dumps(config))
         (run / "metrics.json").write_text(json.dumps(metrics))
-        gt = pd.DataFrame({"patient": "p5", "slice": [1, 2, 3], "kind": "gt"})
+        gt = pd.DataFrame({"patient": "p5", "slice": [1, 2, 3], "kind": "gt", "x0": 0.0,
+                           "y0": 0.0, "x1": 10.0, "y1": 10.0, "score": float("nan")})  # fmt: skip
         gt.to_csv(run / "predictions_test.csv", index=False)
     return root / "runs"
 
 
 def test_facts_and_report(tmp_path: Path):
     runs = make_smoke_like_runs(tmp_path)
-    facts = run_facts(collect_runs(runs))
+    found = collect_runs(runs)
+    facts = run_facts(found, estimate(found))
     assert facts.profiles == ("smoke",) and facts.seeds == (3,) and facts.cohort_kinds == ("synthetic",)  # fmt: skip
     assert facts.patients == {"train": 4, "val": 1, "test": 1} and facts.lesion_boxes == {"test": 3}
     line = facts.line()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -10,6 +11,8 @@ import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``
 from tiny_cohort import make_cohort
 
 from benchmark import cli, runner
+from benchmark.analysis.estimates import AP_COLUMNS, Estimates
+from benchmark.analysis.sensitivity import sensitivity_frame
 from benchmark.config import apply_overrides, load_profile, resolve
 from benchmark.evaluation import METRIC_KEYS
 
@@ -101,9 +104,20 @@ def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
     )
     assert sorted(d.parts[-3] for d in dirs) == ["nonrigid", "unregistered"]
     assert set(ap["variant"]) == {"nonrigid", "unregistered"}
-    tables = runner.summary_tables(ap, "nonrigid")
-    assert set(tables) == {"nonrigid", "unregistered", "sensitivity"}
-    assert list(tables["sensitivity"].columns) == list(METRIC_KEYS)
+    est, facts = runner.summarise(dirs, tmp_path, "test", n_boot=20)
+    assert facts.profiles == ("smoke",) and facts.seeds == (1,)
+    assert set(facts.evaluated) == {"unregistered", "nonrigid"}
+    tables = runner.summary_tables(est, "nonrigid")
+    assert set(tables) == {"tiny_test"}
+    table = tables["tiny_test"]
+    assert list(table.columns) == ["AP nonrigid", "AP unregistered", "sensitivity"]
+    assert list(table.index) == [*METRIC_KEYS, "average (Fig. 5)"]
+    shown = re.compile(r"^(n/a|-?\d+\.\d \[-?\d+\.\d, -?\d+\.\d\])$")
+    assert all(shown.match(text) for text in table.iloc[:6].to_numpy().ravel())
+    undefined = dict(table.attrs["undefined"])
+    assert all(
+        (table.loc[row, "sensitivity"] == "n/a") == (row in undefined) for row in table.index
+    )
     lines.clear()
     runner.run_matrix(
         base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
@@ -140,15 +154,22 @@ def test_a_newly_registered_variant_rewrites_table2(tmp_path, monkeypatch):
     assert pd.read_csv(table)["variant"].tolist() == ["unregistered", "rigid", "nonrigid"]
 
 
-def test_summary_sensitivity_is_eq6():
+def test_summary_tables_show_intervals_and_undefined():
     rows = [
-        ("m", v, 1, "test", k, ap)
-        for v, ap in (("unregistered", 0.6), ("nonrigid", 0.8))
+        ("m", v, "test", k, value, value - 5, value + 5, float("nan"), 1)
+        for v, value in (("unregistered", 60.0), ("nonrigid", 80.0), ("rigid", 0.0))
         for k in METRIC_KEYS
     ]
-    ap = pd.DataFrame(rows, columns=["model", "variant", "seed", "split", "metric", "ap"])
-    sens = runner.summary_tables(ap, "nonrigid")["sensitivity"]
-    assert sens.loc["m", "IoU50"] == pytest.approx(25.0)  # 1 - 0.6 / 0.8
+    ap = pd.DataFrame(rows, columns=list(AP_COLUMNS))
+    sens = sensitivity_frame(ap, cells=[("test", k) for k in METRIC_KEYS])
+    est = Estimates(ap, ap.drop(columns=["ci_low", "ci_high"]), sens, pd.DataFrame(), 0, 0, 10)
+    table = runner.summary_tables(est, "nonrigid")["m"]
+    assert table.loc["IoU50", "AP nonrigid"] == "80.0 [75.0, 85.0]"
+    assert table.loc["IoU50", "sensitivity"] == "25.0 [no CI]"  # 1 - 60 / 80, no resamples
+    assert table.loc["average (Fig. 5)", "sensitivity"] == "n/a"
+    rigid = runner.summary_tables(est, "rigid")["m"]
+    assert (rigid["sensitivity"] == "n/a").all()
+    assert dict(rigid.attrs["undefined"])["IoU50"] == "registered AP is 0 (seed 0)"
 
 
 def test_train_command_end_to_end(cohort, tmp_path, capsys):

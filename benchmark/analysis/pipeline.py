@@ -6,6 +6,7 @@ folder yields partial tables, never an exception (bad input still raises, naming
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,23 +17,18 @@ import pandas as pd
 
 from benchmark.analysis import figures, published, tables
 from benchmark.analysis.audit import audit_published
-from benchmark.analysis.facts import run_facts
-from benchmark.analysis.published import AVERAGE, METRICS, REGISTRATIONS, VARIANT_LABELS
+from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
+from benchmark.analysis.facts import PAPER_CAPTION, RunFacts, run_facts
+from benchmark.analysis.published import AVERAGE, REGISTRATIONS, VARIANT_LABELS
 from benchmark.analysis.runs import RunSet, collect_runs
-from benchmark.analysis.sensitivity import (
-    bootstrap_replicates,
-    percentile_ci,
-    sensitivity_frame,
-)
+from benchmark.analysis.sensitivity import MIN_LESION_BOXES, sensitivity_frame
 from benchmark.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
 PUBLISHED_S2 = "published (Table S2)"
 YOUR_RUNS = "your runs"
-PAPER_PROTOCOL = (
-    "Published numbers: 280 real patients (10 in the test split), 300 px input, 60k iterations; "
-    "the paper gives no confidence intervals."
-)
+SENSITIVITY_HEADER = "average sensitivity (%)"
+RANK_EXTRA = ("ci_low", "ci_high", "source", "undefined_reason")
 
 
 @dataclass
@@ -45,15 +41,23 @@ class Analysis:
     figures: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    facts: RunFacts | None = None  # what the numbers rest on
+    estimates: Estimates | None = None
 
     def summary(self) -> dict:
-        return {
+        out = {
             "out": str(self.out),
             "tables": sorted(self.tables),
             "files": [str(p) for p in self.files + self.figures],
             "missing": self.missing,
             "notes": self.notes,
         }
+        if self.facts is not None:
+            out["facts"] = self.facts.to_dict()
+        if self.estimates is not None:
+            out["sensitivity"] = _records(self.estimates.sensitivity)
+            out["ap"] = _records(self.estimates.ap)
+        return out
 
 
 def model_labels(
@@ -79,35 +83,48 @@ def analyze_runs(
     *,
     cohort: str | None = None,
     with_published: bool = True,
-    bootstrap: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    min_boxes: int = MIN_LESION_BOXES,
     pub_root: str | os.PathLike[str] | None = None,
 ) -> Analysis:
-    """Tables I, II, III, S1, S2 beside the published ones and Fig. 5 for a run folder."""
+    """Tables I, II, III, S1, S2 beside the published ones and Fig. 5 for a run folder.
+
+    Every AP and sensitivity carries a 95 % interval from ``bootstrap`` patient resamples
+    (:mod:`benchmark.analysis.estimates`); ``ap.csv`` and ``sensitivity.csv`` hold them.
+    """
     runs = collect_runs(runs_root).select(cohort)
     result = Analysis(Path(out))
     result.missing += runs.problems
-    ap = runs.ap_frame()
+    est = _estimate(result, runs, bootstrap, seed, min_boxes)
+    ap = est.ap
     labels = model_labels(runs.models, pub_root)
     if ap.empty:
         result.missing.append(f"{runs.root}: no finished run with AP values")
     _paper_tables(result, ap, labels, pub_root)
-    sens = _sensitivity(result, runs, ap, bootstrap, seed)
+    _write_tidy(result, "ap.csv", ap)
+    sens = est.sensitivity
+    _write_tidy(result, "sensitivity.csv", sens)
     _table_s2(result, sens, labels, pub_root)
     _table2(result, runs, pub_root)
-    bars = _average_rows(sens, runs).assign(source=YOUR_RUNS)
-    if with_published and not bars.empty:
-        pub = published.load_table("S2", pub_root)
-        bars = pd.concat([bars, pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)])
+    bars = sens[sens["metric"] == AVERAGE[1]].assign(source=YOUR_RUNS)
     if bars.empty:
         result.missing.append(
             "Fig. 5: no model has all eight sensitivities of the average (needs unregistered and "
-            "registered runs, and registered AP > 0 where eq. 6 divides by it)"
+            "registered runs of the same seed)"
         )
     else:
-        caption = f"Your runs: {run_facts(runs).line()}."
+        if bars["value"].isna().all():
+            result.missing.append(
+                "Fig. 5: every average sensitivity of the runs is undefined (see "
+                "undefined_reason in sensitivity.csv)"
+            )
+        caption = f"Your runs: {result.facts.line()}."
         if with_published:
-            caption += f" {PAPER_PROTOCOL}"
+            pub = published.load_table("S2", pub_root)
+            pub_bars = pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2)
+            bars = pd.concat([bars, pub_bars], ignore_index=True)
+            caption += f" {PAPER_CAPTION}"
         result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=caption)
     _missing_models(result, runs, pub_root)
     _finish(result)
@@ -153,7 +170,7 @@ def analyze_published(
     pub = published.load_table("S2", pub_root)
     recomputed = sens[sens["metric"] == AVERAGE[1]].assign(source="recomputed from Tables I + S1")
     bars = pd.concat([pub[pub["metric"] == AVERAGE[1]].assign(source=PUBLISHED_S2), recomputed])
-    result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=PAPER_PROTOCOL)
+    result.figures += figures.fig5(bars, result.out / "fig5", labels, caption=PAPER_CAPTION)
     _finish(result)
     return result
 
@@ -164,9 +181,17 @@ def compare(
     out: str | os.PathLike[str],
     *,
     cohort: str | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    min_boxes: int = MIN_LESION_BOXES,
     pub_root: str | os.PathLike[str] | None = None,
 ) -> Analysis:
-    """Rank ``model``'s average sensitivity among the published ones; its AP beside Table I."""
+    """Rank ``model``'s average sensitivity among the published ones; its AP beside Table I.
+
+    Tables: ``rank`` (per registration method, the published averages and yours with its 95 %
+    interval; an undefined average gets no rank), ``sensitivity`` (your eight cells and the
+    average, tidy, with intervals), ``I`` (your unregistered AP beside Table I).
+    """
     runs = collect_runs(runs_root).select(cohort)
     if model not in runs.models:
         raise ValueError(
@@ -174,46 +199,37 @@ def compare(
         )
     result = Analysis(Path(out))
     result.missing += runs.missing([model])
-    ap = runs.ap_frame()
-    ap = ap[ap["model"] == model]
+    est = _estimate(result, runs.of_models([model]), bootstrap, seed, min_boxes)
+    ap = est.ap
     labels = model_labels([model], pub_root)
     mine_label = f"{labels.get(model, model)} (yours)"
     yours = f"{model} (yours)"  # a key of its own: the model may be one of the paper's
     labels[yours] = mine_label
     pub_s2 = published.load_table("S2", pub_root)
     pub_avg = pub_s2[pub_s2["metric"] == AVERAGE[1]]
-    sens = sensitivity_frame(ap)
+    sens = est.sensitivity
+    result.tables["sensitivity"] = sens
+    _write_tidy(result, f"sensitivity_{model}.csv", sens)
+    _write_tidy(result, f"ap_{model}.csv", ap)
     mine = sens[sens["metric"] == AVERAGE[1]].assign(model=yours)
-    ranks = []
+    rank = pd.concat([_rank(reg, pub_avg, mine, mine_label) for reg in REGISTRATIONS])
     for reg in REGISTRATIONS:
-        rows = [
-            (r.row_label, r.value, "published")
-            for r in pub_avg[pub_avg["registration"] == reg].itertuples()
-        ]
-        rows += [
-            (mine_label, r.value, "yours") for r in mine[mine["registration"] == reg].itertuples()
-        ]
-        frame = pd.DataFrame(rows, columns=["Methods", "average sensitivity (%)", "source"])
-        frame = frame.sort_values("average sensitivity (%)", kind="stable").reset_index(drop=True)
-        frame.insert(0, "rank", np.arange(1, len(frame) + 1))
-        frame.insert(0, "section", f"{VARIANT_LABELS[reg]} Method")
-        ranks.append(frame)
-        if not (frame["source"] == "yours").any():
+        if not (mine["registration"] == reg).any():
             result.missing.append(
                 f"{model}: no average {reg} sensitivity (needs unregistered and {reg} runs "
-                f"and all eight {reg} AP > 0)"
+                "of the same seed)"
             )
-    rank = pd.concat(ranks, ignore_index=True)
+    rank = rank.reset_index(drop=True)
     result.tables["rank"] = rank
     result.files += tables.write_table(
         rank,
         result.out / f"rank_{model}",
-        f"Average sensitivity of {mine_label} among the paper's models",
+        f"Average sensitivity (%) of {mine_label} among the paper's models",
         [],
         flag_above=tables.EXTREME,
     )
     t1 = published.load_table("I", pub_root)
-    unreg = ap[ap["registration"] == "unregistered"].assign(registration="unregistered")
+    unreg = ap[ap["registration"] == "unregistered"]
     spec = tables.SPECS["I"]
     wide = published.wide(t1, ("row_label",)).reset_index()
     wide.columns = ["Methods", *[tables.header(s, m) for s, m in wide.columns[1:]]]
@@ -231,12 +247,11 @@ def compare(
     bars = pd.concat(
         [
             pub_avg.assign(source="published (Table S2) and yours"),
-            _average_rows(sens, runs)
-            .query("model == @model")
-            .assign(model=yours, source="published (Table S2) and yours"),
-        ]
+            mine.assign(source="published (Table S2) and yours"),
+        ],
+        ignore_index=True,
     )
-    caption = f"Yours: {run_facts(runs).line()}. {PAPER_PROTOCOL}"
+    caption = f"Yours: {result.facts.line()}. {PAPER_CAPTION}"
     result.figures += figures.fig5(
         bars, result.out / f"fig5_{model}", labels, highlight=yours, caption=caption
     )
@@ -244,8 +259,26 @@ def compare(
     return result
 
 
+def _rank(reg: str, pub_avg: pd.DataFrame, mine: pd.DataFrame, mine_label: str) -> pd.DataFrame:
+    """One registration's ranking: published averages and yours, lowest (most robust) first."""
+    rows = [
+        (r.row_label, r.value, np.nan, np.nan, "published", "")
+        for r in pub_avg[pub_avg["registration"] == reg].itertuples()
+    ]
+    rows += [
+        (mine_label, r.value, r.ci_low, r.ci_high, "yours", r.undefined_reason)
+        for r in mine[mine["registration"] == reg].itertuples()
+    ]
+    frame = pd.DataFrame(rows, columns=["Methods", SENSITIVITY_HEADER, *RANK_EXTRA])
+    frame = frame.sort_values(SENSITIVITY_HEADER, kind="stable", na_position="last")
+    ranks = iter(range(1, len(frame) + 1))
+    frame.insert(0, "rank", [next(ranks) if v == v else "n/a" for v in frame[SENSITIVITY_HEADER]])
+    frame.insert(0, "section", f"{VARIANT_LABELS[reg]} Method")
+    return frame
+
+
 def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) -> None:
-    mean = ap.groupby(["model", "registration", "split", "metric"], as_index=False)["value"].mean()
+    """Tables I, S1, III from ``ap`` (one row per cell: mean over seeds with its interval)."""
     for name, title in (
         ("I", "Table I: AP (%) on the unregistered cohort, ours vs published"),
         ("S1", "Table S1: AP (%) on the registered cohorts, ours vs published"),
@@ -253,7 +286,7 @@ def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) ->
     ):
         spec = tables.SPECS[name]
         pub = published.load_table(name, pub_root)
-        mine = mean[mean["registration"].isin(spec.registrations)]
+        mine = ap[ap["registration"].isin(spec.registrations)]
         if name == "III":
             ablations = set(pub["model"]) - set(published.load_table("I", pub_root)["model"])
             if not set(mine["model"]) & ablations:
@@ -265,66 +298,26 @@ def _paper_tables(result: Analysis, ap: pd.DataFrame, labels: dict, pub_root) ->
         _write(result, name, spec, tables.comparison(spec, mine, pub, labels), title)
 
 
-def _sensitivity(
-    result: Analysis, runs: RunSet, ap: pd.DataFrame, n_boot: int, seed: int
-) -> pd.DataFrame:
-    sens = sensitivity_frame(ap)
-    if n_boot > 0 and not sens.empty:
-        sens = sens.merge(_bootstrap(result, runs, n_boot, seed), how="left")
-    if not sens.empty:
-        path = result.out / "sensitivity.csv"
-        write_text(path, sens.to_csv(index=False, float_format="%.4f"))
+def _estimate(
+    result: Analysis, runs: RunSet, bootstrap: int, seed: int, min_boxes: int
+) -> Estimates:
+    est = estimate(runs, bootstrap, seed, min_boxes)
+    result.estimates = est
+    result.facts = run_facts(runs, est)
+    result.missing += est.notes
+    return est
+
+
+def _write_tidy(result: Analysis, name: str, frame: pd.DataFrame) -> None:
+    if not frame.empty:
+        path = result.out / name
+        write_text(path, frame.to_csv(index=False, float_format="%.4f"))
         result.files.append(path)
-    return sens
 
 
-def _bootstrap(result: Analysis, runs: RunSet, n_boot: int, seed: int) -> pd.DataFrame:
-    """Paired patient-bootstrap CI per model, registration and metric (lowest common seed)."""
-    by_key = {(r.model, r.variant, r.seed): r for r in runs.runs}
-    rows = []
-    for model, reg in sorted({(m, v) for m, v, _ in by_key if v in REGISTRATIONS}):
-        paired = sorted(
-            k
-            for m, v, k in by_key
-            if (m, v) == (model, reg) and (model, "unregistered", k) in by_key
-        )
-        if not paired:
-            continue
-        k = paired[0]
-        base = by_key[(model, "unregistered", k)]
-        reps: dict[tuple[str, str], np.ndarray] = {}
-        for split in ("val", "test"):
-            a, b = base.predictions(split), by_key[(model, reg, k)].predictions(split)
-            if a is None or b is None:
-                result.missing.append(f"{model} {reg} seed{k}: no predictions_{split}.csv for CIs")
-                continue
-            keys = [m for s, m in METRICS if s == split]
-            out = bootstrap_replicates(pd.read_csv(a), pd.read_csv(b), keys, n_boot, seed)
-            reps |= {(split, m): v for m, v in out.items()}
-        for (split, metric), values in reps.items():
-            rows.append((model, reg, split, metric, *percentile_ci(values)))
-        if len(reps) == len(METRICS):
-            rows.append(
-                (model, reg, *AVERAGE, *percentile_ci(np.mean(list(reps.values()), axis=0)))
-            )
-    columns = ["model", "registration", "split", "metric", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _average_rows(sens: pd.DataFrame, runs: RunSet) -> pd.DataFrame:
-    """The Fig. 5 averages of ``sens``, plus an undefined (NaN) row for every model and
-    registration run beside its unregistered twin whose average eq. 6 cannot give."""
-    rows = sens[sens["metric"] == AVERAGE[1]]
-    have = {(r.model, r.variant) for r in runs.runs}
-    drawn = set(zip(rows["model"], rows["registration"], strict=True))
-    undefined = [
-        (model, reg, *AVERAGE, np.nan, "a registered AP of the eight metrics is 0")
-        for model in runs.models
-        for reg in REGISTRATIONS
-        if {(model, reg), (model, "unregistered")} <= have and (model, reg) not in drawn
-    ]
-    columns = ["model", "registration", "split", "metric", "value", "undefined_reason"]
-    return pd.concat([rows, pd.DataFrame(undefined, columns=columns)], ignore_index=True)
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows: NaN as null."""
+    return json.loads(frame.to_json(orient="records"))
 
 
 def _table_s2(result: Analysis, sens: pd.DataFrame, labels: dict, pub_root) -> None:
@@ -392,7 +385,11 @@ def _missing_models(result: Analysis, runs: RunSet, pub_root) -> None:
 
 
 def _finish(result: Analysis) -> None:
-    lines = ["# Analysis", "", "## Written", ""]
+    lines = ["# Analysis", ""]
+    if result.facts is not None:
+        lines += ["## What the numbers rest on", ""]
+        lines += [f"- {line}" for line in result.facts.lines()] + [""]
+    lines += ["## Written", ""]
     lines += [f"- {p.name}" for p in result.files + result.figures] or ["- nothing"]
     lines += ["", "## Missing", ""] + ([f"- {m}" for m in result.missing] or ["- nothing"])
     if result.notes:

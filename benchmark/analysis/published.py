@@ -23,6 +23,9 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("test", "IoBB50"),
 )
 AVERAGE = ("all", "average")
+#: the protocol behind the published numbers: 280 real patients (216 train, 54 val, 10 test),
+#: 300 px input, 60k iterations (paper sec. V-A and appendix B)
+PAPER_PROTOCOL = {"patients": 280, "test_patients": 10, "input_size": 300, "iterations": 60000}
 REGISTRATIONS: tuple[str, ...] = ("rigid", "affine", "nonrigid")
 VARIANTS: tuple[str, ...] = ("unregistered", *REGISTRATIONS)
 VARIANT_LABELS = {

@@ -17,9 +17,11 @@ import pandas as pd
 
 from benchmark.analysis import tables
 from benchmark.analysis.audit import audit_published
-from benchmark.analysis.facts import RunFacts, run_facts
-from benchmark.analysis.pipeline import PAPER_PROTOCOL, analyze_runs
+from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
+from benchmark.analysis.facts import PAPER_CAPTION, RunFacts
+from benchmark.analysis.pipeline import analyze_runs
 from benchmark.analysis.runs import collect_runs
+from benchmark.analysis.sensitivity import MIN_LESION_BOXES
 from benchmark.atomic import write_text
 
 PACKAGES = (
@@ -65,14 +67,17 @@ def write_report(
     out: str | os.PathLike[str],
     *,
     cohort: str | None = None,
-    bootstrap: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    min_boxes: int = MIN_LESION_BOXES,
 ) -> Path:
     """Analyse ``runs_root`` and write the HTML report to ``out`` atomically."""
     start = time.perf_counter()
     runs = collect_runs(runs_root).select(cohort)
     with tempfile.TemporaryDirectory() as tmp:
-        result = analyze_runs(runs_root, tmp, cohort=cohort, bootstrap=bootstrap, seed=seed)
+        result = analyze_runs(
+            runs_root, tmp, cohort=cohort, bootstrap=bootstrap, seed=seed, min_boxes=min_boxes
+        )
         figures = {
             p.stem: base64.b64encode(p.read_bytes()).decode()
             for p in result.figures
@@ -84,7 +89,7 @@ def write_report(
         f"<p>Generated {dt.datetime.now().isoformat(timespec='seconds')}; "
         f"{len(runs.runs)} finished runs of cohort(s) {html.escape(', '.join(runs.cohorts) or 'none')}.</p>",
         "<h2>What produced these numbers</h2>",
-        _facts(run_facts(runs)),
+        _facts(result.facts),
     ]
     for name in ("I", "S1", "S2", "II", "III"):
         if name in result.tables:
@@ -142,9 +147,13 @@ def _facts(facts: RunFacts) -> str:
         ("iterations", ", ".join(map(str, facts.iterations)) or "not recorded"),
         ("cohort", f"{', '.join(facts.cohorts)} ({', '.join(facts.cohort_kinds) or 'kind not recorded'})"),
         *splits,
+        *((f"evaluated ({v})", "; ".join(f"{s}: {c['patients']} patients, {c['lesion_boxes']} lesion boxes" for s, c in e.items())) for v, e in facts.evaluated.items()),
         ("seeds", ", ".join(map(str, facts.seeds)) or "none"),
+        ("input", " / ".join(f"{n} px" for n in facts.input_sizes) or "not recorded"),
         ("device", ", ".join(facts.devices) or "not recorded"),
-        ("for comparison", PAPER_PROTOCOL),
+        ("95% CI", f"{facts.bootstrap} patient resamples, paired between variants, seeds pooled" if facts.bootstrap else "none (bootstrap off)"),
+        ("differs from the paper", "; ".join(facts.differences()) or "no"),
+        ("for comparison", PAPER_CAPTION),
     ]  # fmt: skip
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="facts">{body}</table>'

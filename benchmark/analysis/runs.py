@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from benchmark.analysis.published import VARIANTS
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -72,17 +70,9 @@ class RunSet:
         runs = [r for r in self.runs if r.cohort == cohort]
         return RunSet(self.root, runs, list(self.problems))
 
-    def ap_frame(self) -> pd.DataFrame:
-        """Tidy AP in % (the paper's unit): model, registration, seed, split, metric, value."""
-        rows = [
-            (r.model, r.variant, r.seed, split, key, 100.0 * float(r.metrics[split][key]))
-            for r in self.runs
-            for split in ("val", "test")
-            for key in AP_KEYS
-            if isinstance(r.metrics.get(split), dict) and _is_number(r.metrics[split].get(key))
-        ]
-        columns = ["model", "registration", "seed", "split", "metric", "value"]
-        return pd.DataFrame(rows, columns=columns)
+    def of_models(self, models: list[str]) -> RunSet:
+        """The runs of ``models`` alone."""
+        return RunSet(self.root, [r for r in self.runs if r.model in models], list(self.problems))
 
     def missing(self, models: list[str]) -> list[str]:
         """For each model, the variants without a finished run (sensitivity needs both ends)."""
@@ -113,27 +103,39 @@ def collect_runs(root: str | os.PathLike[str]) -> RunSet:
         raise FileNotFoundError(f"{root}: run folder not found")
     found = RunSet(root)
     for path in sorted(root.glob("*/*/*/seed*")):
-        match = SEED_DIR.match(path.name)
-        if not path.is_dir() or match is None:
-            continue
-        model, variant, cohort = path.parent.name, path.parent.parent.name, path.parents[2].name
-        if variant not in VARIANTS:
-            found.problems.append(
-                f"{path}: unknown variant {variant!r} (use {', '.join(VARIANTS)})"
-            )
-            continue
-        if not (path / "metrics.json").is_file():
-            found.problems.append(f"{path}: unfinished (no metrics.json)")
-            continue
-        try:
-            metrics = _read(path / "metrics.json")
-            config = _read(path / "config.json") if (path / "config.json").is_file() else {}
-            _check(path / "metrics.json", metrics)
-        except ValueError as err:
-            found.problems.append(str(err))
-            continue
-        found.runs.append(Run(cohort, variant, model, int(match.group(1)), path, config, metrics))
+        if path.is_dir() and SEED_DIR.match(path.name):
+            _add(found, path)
     return found
+
+
+def load_runs(paths: list[Path], root: str | os.PathLike[str]) -> RunSet:
+    """The run folders ``paths`` (``<root>/<cohort>/<variant>/<model>/seed<k>``) alone."""
+    found = RunSet(Path(root))
+    for path in paths:
+        if not SEED_DIR.match(Path(path).name):
+            raise ValueError(f"{path}: not a run folder (<cohort>/<variant>/<model>/seed<k>)")
+        _add(found, Path(path))
+    return found
+
+
+def _add(found: RunSet, path: Path) -> None:
+    """Read the run folder ``path`` into ``found``, or record why it cannot be used."""
+    match = SEED_DIR.match(path.name)
+    model, variant, cohort = path.parent.name, path.parent.parent.name, path.parents[2].name
+    if variant not in VARIANTS:
+        found.problems.append(f"{path}: unknown variant {variant!r} (use {', '.join(VARIANTS)})")
+        return
+    if not (path / "metrics.json").is_file():
+        found.problems.append(f"{path}: unfinished (no metrics.json)")
+        return
+    try:
+        metrics = _read(path / "metrics.json")
+        config = _read(path / "config.json") if (path / "config.json").is_file() else {}
+        _check(path / "metrics.json", metrics)
+    except ValueError as err:
+        found.problems.append(str(err))
+        return
+    found.runs.append(Run(cohort, variant, model, int(match.group(1)), path, config, metrics))
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
+from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
+from benchmark.analysis.facts import format_estimate, undefined_notes
+from benchmark.analysis.sensitivity import MIN_LESION_BOXES
 from benchmark.commands import add_model_module_arg, load_model_modules
 
 ORDER = 80
@@ -43,14 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--no-published-bars", action="store_true", help="Fig. 5 without the published bars"
     )
-    analyze.add_argument(
-        "--bootstrap",
-        type=int,
-        default=0,
-        metavar="N",
-        help="paired patient-bootstrap replicates for sensitivity CIs (needs predictions_<split>.csv; 0 = off)",
-    )
-    analyze.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _uncertainty_args(analyze)
     add_model_module_arg(analyze)
     analyze.set_defaults(func=_analyze)
 
@@ -69,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
     )
     comp.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    _uncertainty_args(comp)
     add_model_module_arg(comp)
     comp.set_defaults(func=_compare)
 
@@ -85,15 +84,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="HTML file (default: RUNS/report.html)"
     )
     report.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
-    report.add_argument(
+    _uncertainty_args(report)
+    report.set_defaults(func=_report)
+
+
+def _uncertainty_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--bootstrap",
         type=int,
-        default=0,
+        default=DEFAULT_BOOTSTRAP,
         metavar="N",
-        help="bootstrap replicates for CIs (0 = off)",
+        help=f"patient resamples for the 95%% intervals of AP and sensitivity (default "
+        f"{DEFAULT_BOOTSTRAP}; needs the runs' predictions_<split>.csv; 0 = no intervals)",
     )
-    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    report.set_defaults(func=_report)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--min-boxes",
+        type=int,
+        default=MIN_LESION_BOXES,
+        metavar="N",
+        help=f"sensitivities of a split with fewer lesion boxes are undefined (n/a; default "
+        f"{MIN_LESION_BOXES})",
+    )
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -112,7 +124,9 @@ def _analyze(args: argparse.Namespace) -> int:
             with_published=not args.no_published_bars,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            min_boxes=args.min_boxes,
         )
+    _print_facts(result)
     _print(result)
     return 0
 
@@ -122,10 +136,68 @@ def _compare(args: argparse.Namespace) -> int:
 
     load_model_modules(args)
     out = args.out or args.runs / f"compare-{args.model}"
-    result = pipeline.compare(args.runs, args.model, out, cohort=args.cohort)
-    print(result.tables["rank"].to_string(index=False))
+    result = pipeline.compare(
+        args.runs,
+        args.model,
+        out,
+        cohort=args.cohort,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        min_boxes=args.min_boxes,
+    )
+    _print_facts(result)
+    rank = result.tables["rank"]
+    print("\nAverage sensitivity (eq. 6 over the eight AP metrics, %) per registration method,")
+    print("yours [95% CI] among the published ones (lower = more robust):")
+    for section, part in rank.groupby("section", sort=False):
+        shown = pd.DataFrame(
+            {
+                "rank": part["rank"].astype(str),
+                "Methods": part["Methods"],
+                "average sensitivity (%)": [
+                    _cell(r.value, r.ci_low, r.ci_high, r.undefined_reason, r.source)
+                    for r in part.rename(
+                        columns={pipeline.SENSITIVITY_HEADER: "value"}
+                    ).itertuples()
+                ],
+            }
+        )
+        print(f"\n{section}")
+        print(shown.to_string(index=False))
+    _print_cells(result.tables["sensitivity"])
     _print(result)
     return 0
+
+
+def _cell(value, low, high, reason: str, source: str) -> str:
+    if source == "published":
+        return f"{value:.2f}"
+    return format_estimate(value, low, high, reason)
+
+
+def _print_cells(sens: pd.DataFrame) -> None:
+    """Your eq. 6 sensitivity per cell and registration method, with intervals and reasons."""
+    if sens.empty:
+        return
+    text = sens.assign(
+        cell=[
+            f"{s} {m}" if s != "all" else "average"
+            for s, m in zip(sens["split"], sens["metric"], strict=True)
+        ],
+        shown=[
+            format_estimate(r.value, r.ci_low, r.ci_high, r.undefined_reason)
+            for r in sens.itertuples()
+        ],
+    )
+    table = text.pivot(index="cell", columns="registration", values="shown")
+    table = table.reindex(
+        index=list(dict.fromkeys(text["cell"])), columns=list(dict.fromkeys(text["registration"]))
+    )
+    print("\nYour sensitivity per metric (eq. 6, %) [95% CI]; n/a = undefined:")
+    print(table.fillna("").rename_axis(index=None, columns=None).to_string())
+    for reg, part in text[text["undefined_reason"] != ""].groupby("registration", sort=False):
+        for line in undefined_notes(list(zip(part["cell"], part["undefined_reason"], strict=True))):
+            print(f"  {reg}: {line}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -133,10 +205,22 @@ def _report(args: argparse.Namespace) -> int:
 
     out = args.out or args.runs / "report.html"
     path = write_report(
-        args.runs, out, cohort=args.cohort, bootstrap=args.bootstrap, seed=args.seed
+        args.runs,
+        out,
+        cohort=args.cohort,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        min_boxes=args.min_boxes,
     )
     print(f"report: {path}")
     return 0
+
+
+def _print_facts(result) -> None:
+    if result.facts is not None:
+        print("What these numbers rest on:")
+        for line in result.facts.lines():
+            print(f"  {line}")
 
 
 def _print(result) -> None:

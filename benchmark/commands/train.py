@@ -6,6 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
@@ -153,16 +154,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         work=args.work,
         executor=executor_from_args(args),
     )
-    tables = runner.summary_tables(ap, args.variant, args.split)
-    titles = {
-        args.variant: f"AP (%) on the {args.split} split, {args.variant}",
-        "unregistered": f"AP (%) on the {args.split} split, unregistered",
-        "sensitivity": f"sensitivity (eq. 6, %) of {args.variant} vs unregistered "
-        "(lower = more robust)",
-    }
-    for key, table in tables.items():
-        print(f"\n{titles[key]}, mean over {len(seeds)} seed(s):")
-        print(table.to_string(float_format=lambda v: f"{v:6.1f}", na_rep="   n/a"))
+    est, facts = runner.summarise(dirs, args.runs, args.split)
+    print("\nWhat these numbers rest on:")
+    for line in facts.lines():
+        print(f"  {line}")
+    what = f"AP (%) on the {args.split} split"
+    if args.variant != "unregistered":
+        what += (
+            f" and sensitivity (eq. 6, %) of {args.variant} vs unregistered (lower = more robust)"
+        )
+    print(f"\n{what}; mean over {len(seeds)} seed(s), [95% CI], n/a = undefined:")
+    for model, table in runner.summary_tables(est, args.variant, args.split).items():
+        print(f"\n{model}")
+        print(table.rename_axis(index=None).to_string())
+        for line in undefined_notes(table.attrs["undefined"]):
+            print(f"  {line}")
     roots = sorted({str(Path(d).parents[2]) for d in dirs})
     print(f"\nrun folders under: {', '.join(roots)} (layout: docs/run-folder.md)")
     print("tables and figures: python -m benchmark analyze --runs " + str(args.runs))
