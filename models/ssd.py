@@ -5,10 +5,13 @@ One configurable :class:`SSDDetector` (SSD300-VGG16-BN) and one registered build
 * ``ssd`` (Table I "SSD [23]"): the 12 channels as one stream (``groups=1``), no channel fusion.
 * ``gssd`` ("GSSD [15]"): VGG16 and extras grouped by phase (``groups=4``), then on every source
   an ungrouped 1x1 channel-fusion conv + BN + ReLU before the heads.
-* ``gssd_portal`` ("GSSD [15] (Portal Only)"): the GSSD network fed only the portal phase:
-  the model takes the usual ``[B, 12, H, W]`` batch and keeps channels 6:9 (portal z-1, z, z+1,
-  see :mod:`models.base`), so its trunk has one phase group (``groups=1``) of the same widths;
-  the other nine channels are never read.
+* ``gssd_portal`` ("GSSD [15] (Portal Only)"): the GSSD network itself (four phase groups,
+  channel fusion, the same parameters) fed the portal phase in every group: the model takes the
+  usual ``[B, 12, H, W]`` batch and builds its input from channels 6:9 alone (portal z-1, z,
+  z+1, see :mod:`models.base`), copied into all four phase slots; the other nine channels are
+  never read. The paper only says the baseline was trained "using only the portal phase
+  images"; this follows the authors' code, whose portal-only switch copies the portal phase
+  into all four phases of the grouped model's input.
 * ``gssd_pp`` ("GSSD++ (ours)"): GSSD + an SA module after every source layer of the trunk
   (SA@base, replacing the feature passed on) + an SA module on every source branch before its
   1x1 fusion (SA@fusion) + one DC module at conv4_3 after SA@base, fed the SA gate map; D = 1.
@@ -40,7 +43,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from models.attention import SelfAttention
-from models.base import IN_CHANNELS, SLICES_PER_PHASE, Detector
+from models.base import IN_CHANNELS, NUM_PHASES, SLICES_PER_PHASE, Detector
 from models.deform import DCModule
 from models.multibox import detect, multibox_loss
 from models.priors import priors_per_cell, ssd_priors
@@ -48,6 +51,7 @@ from models.registry import register_model
 from models.vgg import VGGTrunk, conv_bn_relu, scaled_channels, spatial_size
 
 PORTAL_CHANNELS = tuple(range(2 * SLICES_PER_PHASE, 3 * SLICES_PER_PHASE))  # 6, 7, 8
+PORTAL_IN_EVERY_PHASE = PORTAL_CHANNELS * NUM_PHASES  # the portal phase in all four groups
 # (1x1 reduce, 3x3 out, stride): two s2 convs then two "valid" convs
 _EXTRAS = ((256, 512, 2), (128, 256, 2), (128, 256, 1), (128, 256, 1))
 
@@ -71,7 +75,8 @@ class SSDDetector(Detector):
         input_size: side of the square input (300 as the paper).
         width: channel multiplier of trunk and extras (1.0 = paper).
         groups: phase groups of trunk and extras (4 = GSSD, 1 = one stream).
-        input_channels: indices of the 12 input channels to use (None = all).
+        input_channels: indices of the 12 input channels that make up the model's input, in
+            order, repeats allowed (None = all 12 as given).
         channel_fusion: 1x1 conv + BN + ReLU on every source before the heads.
         sa_base, sa_fusion: SA modules after every trunk source / before every fusion conv.
         sa_groups: 1 = interphase attention; ``groups`` = "w/o Interphase Attention".
@@ -259,8 +264,8 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "gssd_portal": (
         "I",
         "GSSD [15] (Portal Only)",
-        "GSSD fed the portal phase (channels 6:9)",
-        {"groups": 1, "channel_fusion": True, "input_channels": PORTAL_CHANNELS},
+        "GSSD fed the portal phase (channels 6:9) in all four phase groups",
+        {**_GSSD, "input_channels": PORTAL_IN_EVERY_PHASE},
     ),
     "gssd_pp": ("I", "GSSD++ (ours)", "GSSD + SA@base + SA@fusion + DC at conv4_3", _GSSD_PP),
     "gssd_pp_no_phase_offsets": (

@@ -355,7 +355,7 @@ def test_models_without_modules_have_none():
 def test_gssd_portal_ignores_other_phases():
     torch.manual_seed(0)
     net = small("gssd_portal").eval()
-    assert PORTAL_CHANNELS == (6, 7, 8) and net.trunk.groups == 1
+    assert PORTAL_CHANNELS == (6, 7, 8) and net.trunk.groups == 4
     images, _ = batch(1)
     other = images.clone()
     keep = torch.zeros(12, dtype=torch.bool)
@@ -366,6 +366,23 @@ def test_gssd_portal_ignores_other_phases():
     portal_changed = images.clone()
     portal_changed[:, 7] = 1 - portal_changed[:, 7]
     assert not torch.equal(net.head_outputs(portal_changed)[1], a[1])
+
+
+def test_gssd_portal_is_gssd_fed_the_portal_phase_in_every_group():
+    torch.manual_seed(0)
+    portal, gssd = small("gssd_portal").eval(), small("gssd").eval()
+    assert _shapes(portal) == _shapes(gssd)  # the same network, the same capacity
+    with torch.device("meta"):  # full width, shapes only
+        full = [
+            sum(p.numel() for p in models.build(n).parameters()) for n in ("gssd_portal", "gssd")
+        ]
+    assert full[0] == full[1]
+    gssd.load_state_dict(portal.state_dict())
+    images, _ = batch(1)
+    replicated = images[:, list(PORTAL_CHANNELS) * 4]  # portal z-1, z, z+1 in all four phases
+    a, b = portal.head_outputs(images), gssd.head_outputs(replicated)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(gssd.head_outputs(images)[1], a[1])
 
 
 def test_gssd_groups_keep_phases_apart_in_the_trunk():
