@@ -10,7 +10,8 @@ summed top-down FCN-style (bilinear upsampling) to 1/4 resolution.
 * ``pixellink_gconv``: grouped trunk (one group per phase) + 1x1 channel fusion per source.
 * ``pixellink_pp``: the grouped model + SA@base at the four sources (replacing the trunk
   features, D = 2) + SA@fusion on each source branch + the DC module after ``conv3_3``'s SA
-  (fed with the SA gate map, phase-wise offsets). DC parameters train at 0.1x the LR.
+  (fed with SA@base's gated map ``sigma * Wo g``, phase-wise offsets). DC parameters train at
+  0.1x the LR.
 
 Loss (PixelLink): ``2 * pixel + 1 * link``. Pixel: softmax cross-entropy with instance-balanced
 weights on positives (each of the ``N`` boxes of an image gets total weight ``S / N``, ``S`` =
@@ -86,9 +87,11 @@ class PixelLink(Detector):
             if sa_fusion
             else None
         )
-        gate = self.sa_base["conv3_3"].gate_channels if self.sa_base is not None else 0
+        attention = ch["conv3_3"] if self.sa_base is not None else 0
         self.dc = (
-            DCModule(ch["conv3_3"], gate, phases=NUM_PHASES, phase_wise_offsets=phase_wise_offsets)
+            DCModule(
+                ch["conv3_3"], attention, phases=NUM_PHASES, phase_wise_offsets=phase_wise_offsets
+            )
             if dc
             else None
         )
@@ -118,11 +121,11 @@ class PixelLink(Detector):
             x = stage(x)
             if name not in SOURCES:
                 continue
-            gate = None
+            attention = None
             if self.sa_base is not None:
-                x, gate = self.sa_base[name](x, return_gate=True)
+                x, attention = self.sa_base[name](x, return_gated=True)
             if name == "conv3_3" and self.dc is not None:
-                x = self.dc(x, gate)
+                x = self.dc(x, attention)
             feats[name] = x
         outs = {}
         for name, f in feats.items():
@@ -276,7 +279,7 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "pixellink_pp_no_sa_base": (
         "III",
         "PixelLink++ w/o SA Modules@Base",
-        "PixelLink++ without SA at the trunk sources (DC sees no gate map)",
+        "PixelLink++ without SA at the trunk sources (DC sees the feature alone)",
         {**_PP, "sa_base": False},
     ),
     "pixellink_pp_no_sa_fusion": (

@@ -14,15 +14,17 @@ One configurable :class:`SSDDetector` (SSD300-VGG16-BN) and one registered build
   into all four phases of the grouped model's input.
 * ``gssd_pp`` ("GSSD++ (ours)"): GSSD + an SA module after every source layer of the trunk
   (SA@base, replacing the feature passed on) + an SA module on every source branch before its
-  1x1 fusion (SA@fusion) + one DC module at conv4_3 after SA@base, fed the SA gate map; D = 1.
-  The DC output replaces conv4_3 for the L2Norm source and for pool4 onward.
+  1x1 fusion (SA@fusion) + one DC module at conv4_3 after SA@base, fed SA@base's gated map
+  ``sigma * Wo g``; D = 1. The DC output replaces conv4_3 for the L2Norm source and for pool4
+  onward.
 * ablations (Table III): ``gssd_pp_no_phase_offsets`` (one offset group), ``gssd_pp_no_dc``,
-  ``gssd_pp_no_sa_base`` (the DC module then sees the feature alone: no gate map exists),
+  ``gssd_pp_no_sa_base`` (the DC module then sees the feature alone: no SA map exists),
   ``gssd_pp_no_sa_fusion``, ``gssd_pp_no_interphase`` (grouped convs and per-phase attention
   inside every SA module).
 
-Paper-vs-code choices live with the modules: spectral norm in SA (:mod:`models.attention`),
-the C/2 gate map and per-phase dconv weights in DC (:mod:`models.deform`).
+Paper-vs-code choices live with the modules: spectral norm and the gated map handed to DC in
+SA (:mod:`models.attention`), the 2C-channel DC input and per-phase dconv weights in DC
+(:mod:`models.deform`).
 
 Heads: ungrouped 3x3 convs, ``k*4`` loc and ``k*2`` conf (background, lesion) with
 k = 4,6,6,6,4,4. L2Norm (learnable, init 20) on conv4_3. All convs use BN (no pretraining, as
@@ -159,7 +161,7 @@ class SSDDetector(Detector):
         self.dc = (
             DCModule(
                 channels[0],
-                self.sa_base[0].gate_channels if self.sa_base is not None else 0,
+                channels[0] if self.sa_base is not None else 0,
                 phases=groups,
                 phase_wise_offsets=dc_phase_wise_offsets,
                 weight_groups=dc_weight_groups,
@@ -182,7 +184,7 @@ class SSDDetector(Detector):
     def _sa_base(self, i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.sa_base is None:
             return x, None
-        return self.sa_base[i](x, return_gate=True)
+        return self.sa_base[i](x, return_gated=True)
 
     def sources(self, images: Tensor) -> list[Tensor]:
         """The six source feature maps, after SA@base / DC / L2Norm (before SA@fusion)."""
@@ -190,9 +192,9 @@ class SSDDetector(Detector):
         stages = self.trunk.stages
         for name in ("conv1_2", "conv2_2", "conv3_3", "conv4_3"):
             x = stages[name](x)
-        x, gate = self._sa_base(0, x)
+        x, attention = self._sa_base(0, x)
         if self.dc is not None:
-            x = self.dc(x, gate)
+            x = self.dc(x, attention)
         out = [self.l2norm(x)]
         x = stages["fc7"](stages["conv5_3"](x))
         x, _ = self._sa_base(1, x)
@@ -283,7 +285,7 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "gssd_pp_no_sa_base": (
         "III",
         "GSSD++ w/o SA Modules@Base",
-        "GSSD++ without SA after the trunk sources (DC sees no gate map)",
+        "GSSD++ without SA after the trunk sources (DC sees the feature alone)",
         {**_GSSD_PP, "sa_base": False},
     ),
     "gssd_pp_no_sa_fusion": (

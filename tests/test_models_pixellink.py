@@ -91,13 +91,15 @@ def test_ablation_flags() -> None:
 
     pp = build("pixellink_pp", width=WIDTH)
     assert len(sas(pp)) == 8 and all(s.pool == 2 and s.groups == 1 for s in sas(pp))
-    assert pp.dc.offset_groups == 4 and pp.dc.gate_channels > 0
+    assert pp.dc.offset_groups == 4
+    assert pp.dc.attention_channels == pp.trunk.channels["conv3_3"]  # sigma * Wo g, C channels
     assert build("pixellink_pp_no_phase_offsets", width=WIDTH).dc.offset_groups == 1
     assert not any(
         isinstance(x, DCModule) for x in build("pixellink_pp_no_dc", width=WIDTH).modules()
     )
     no_base = build("pixellink_pp_no_sa_base", width=WIDTH)
-    assert no_base.sa_base is None and len(sas(no_base)) == 4 and no_base.dc.gate_channels == 0
+    assert no_base.sa_base is None and len(sas(no_base)) == 4
+    assert no_base.dc.attention_channels == 0
     assert build("pixellink_pp_no_sa_fusion", width=WIDTH).sa_fusion is None
     assert all(s.groups == 4 for s in sas(build("pixellink_pp_no_interphase", width=WIDTH)))
     plain = build("pixellink", width=WIDTH)
@@ -219,3 +221,19 @@ def test_decode_ten_thousand_pixels_is_fast() -> None:
 def test_decode_rejects_mismatched_maps() -> None:
     with pytest.raises(ValueError, match="link scores"):
         decode(np.zeros((8, 8)), np.zeros((8, 4, 4)), (4.0, 4.0))
+
+
+def test_pixellink_pp_dc_starts_on_the_regular_grid() -> None:
+    """SA@base hands DC sigma * Wo g: zero at init, so offsets 0 and mask 0.5 at the start."""
+    torch.manual_seed(0)
+    model = build("pixellink_pp", input_size=SIZE, width=WIDTH).eval()
+    seen: list = []
+    model.dc.register_forward_hook(lambda _m, args, _out: seen.append(args))
+    model.score_maps(torch.rand(1, 12, SIZE, SIZE))
+    feature, attention = seen[-1]
+    assert attention.shape == feature.shape and attention.abs().max() == 0
+    assert model.dc.last_offset.abs().max() == 0 and torch.all(model.dc.last_mask == 0.5)
+    with torch.no_grad():
+        model.sa_base["conv3_3"].sigma.fill_(1.0)
+    model.score_maps(torch.rand(1, 12, SIZE, SIZE))
+    assert seen[-1][1].abs().max() > 0
