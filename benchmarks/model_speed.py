@@ -113,7 +113,7 @@ def module_steps(args: argparse.Namespace, device: torch.device, amp) -> dict[st
     ref = models.build("gssd_pp", input_size=args.size, width=args.width)
     c, s = ref.source_channels[0], ref.feature_sizes[0]
     b, og, k = args.batch, 4, 9
-    gate_c = ref.sa_base[0].gate_channels
+    gate_c = ref.dc.attention_channels  # the gated SA map the DC module reads (C)
     cin = c + gate_c
     gen = torch.Generator().manual_seed(0)
 

@@ -5,11 +5,19 @@
 (C/2 x N); output ``y = x + sigma * Wo g`` with the scalar ``sigma`` initialised to 0, so the
 module starts as the identity.
 
+The map handed to the DC module (``return_gated=True``) is the residual branch ``sigma * Wo g``
+(C channels), the paper's "gated self-attention map" (section IV-C), zero at initialisation.
+The paper calls ``g`` (C/2 channels) the "gate map" and does not say which of the two the DC
+module reads; the authors' code (their ``Self_Attn`` returns ``sigma * attn_g`` after the output
+conv, concatenated per phase before the DCN) settles it, so that is what is returned here.
+
 Spatial bottleneck: keys and values are average-pooled by ``pool`` (= D; 1 for GSSD++, 2 for
 PixelLink++), queries keep full resolution, so ``beta`` is N x N/D^2 and the gate map keeps the
 input resolution. (The paper's text says the pooling is applied to the query, but its
 dimensions - beta in R^{N x N/D^2} and g at full resolution - and the authors' code pool the
-keys; that is what is done here.)
+keys; that is what is done here.) Pooled size: ``floor(H/D) x floor(W/D)`` (at least 1) by
+adaptive average pooling, as the authors' code: for odd sizes (e.g. PixelLink++'s 75 x 75
+``conv3_3`` map -> 37 x 37) its 2- or 3-pixel windows cover the map without a partial window.
 
 ``groups > 1`` is the "w/o Interphase Attention" ablation (Table III): the four 1x1 convs are
 grouped and attention is computed per group (one head per phase, each phase attends with its own
@@ -44,8 +52,8 @@ class SelfAttention(nn.Module):
             ("w/o Interphase Attention"). ``channels`` must be divisible by ``groups``.
         spectral_norm: wrap the 1x1 convs in spectral norm (authors' code; see module doc).
 
-    ``forward(x, return_gate=False)`` returns ``y`` or ``(y, g)`` with ``g`` the gate map
-    ``[B, C/2, H, W]`` that the DC module concatenates with the feature.
+    ``forward(x, return_gated=False)`` returns ``y`` or ``(y, a)`` with ``a = sigma * Wo g``
+    ``[B, C, H, W]`` (so ``y = x + a``), the gated map the DC module concatenates with the feature.
     """
 
     def __init__(
@@ -74,15 +82,17 @@ class SelfAttention(nn.Module):
         self.out = conv(self.gate_channels, channels)
         self.sigma = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x: Tensor, return_gate: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, return_gated: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         b, _, h, w = x.shape
         g = self.groups
         q = self.query(x)
-        kv = F.avg_pool2d(x, self.pool, ceil_mode=True) if self.pool > 1 else x
+        pooled = (max(1, h // self.pool), max(1, w // self.pool))
+        kv = F.adaptive_avg_pool2d(x, pooled) if self.pool > 1 else x
         k, v = self.key(kv), self.value(kv)
         # [B, groups, locations, channels-per-group]: one attention head per group
         q, k, v = (t.reshape(b, g, t.shape[1] // g, -1).transpose(-1, -2) for t in (q, k, v))
         gate = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         gate = gate.transpose(-1, -2).reshape(b, self.gate_channels, h, w)
-        y = x + self.sigma * self.out(gate)
-        return (y, gate) if return_gate else y
+        gated = self.sigma * self.out(gate)
+        y = x + gated
+        return (y, gated) if return_gated else y

@@ -14,18 +14,27 @@
   in fp32 with ``index_add_`` even when the features are bf16;
 * the convolution itself is one (grouped) matmul that runs in bf16 under autocast.
 
-The DC module (paper section IV-C, Fig. 2 right) concatenates the feature map with the SA gate
-map, interleaved per phase (``[x_1, g_1, x_2, g_2, ...]``) so offset group ``i`` sees phase
-``i``'s feature and gate; a zero-initialised dense 3x3 conv predicts per phase (offset group)
-9 (dy, dx) offsets and 9 mask logits (sigmoid), and a modulated deformable 3x3 conv maps back to
-the feature width. Training therefore starts from the regular grid (and mask 0.5, as DCNv2).
+The DC module (paper section IV-C, Fig. 2 right) concatenates the feature map with the SA
+module's gated self-attention map ``a = sigma * Wo g`` (C channels, see
+:mod:`models.attention`), interleaved per phase (``[x_1, a_1, x_2, a_2, ...]``) so offset group
+``i`` sees phase ``i``'s feature and attention; a zero-initialised dense 3x3 conv predicts per
+phase (offset group) 9 (dy, dx) offsets and 9 mask logits (sigmoid), and a modulated deformable
+3x3 conv maps back to the feature width. At initialisation ``sigma = 0`` makes ``a`` zero and
+the predictor's zero weights give zero offsets and mask 0.5 (as DCNv2): training starts from the
+regular grid.
 
-Paper vs authors' code, following the paper:
-* the gate map is ``g`` of eq. 2 with C/2 channels (the paper's "self-attention gate map");
-  the authors' code concatenates a C-channel map instead;
-* the deformable conv's weights are grouped per phase (``weight_groups = phases``), as the
-  paper's Fig. 2 draws one dconv kernel per phase; the code uses one dense conv. Pass
-  ``weight_groups=1`` for the code's variant.
+Where the paper is silent, the authors' code is followed:
+* the attention input is ``sigma * Wo g`` with C channels (their ``Self_Attn`` output before
+  the residual add, concatenated per phase with the feature), not ``g`` with C/2 channels: the
+  paper names ``g`` the "gate map" but says the "gated self-attention map" is concatenated,
+  without saying which; so the DC input has 2C channels;
+* one DC layer, offset + mask predictor over all 2C channels, zero-initialised (their DCN class;
+  their PixelLink model re-initialises every conv afterwards, the predictor included, which
+  looks accidental and is not followed).
+
+Where the paper is explicit and the code differs, the paper wins: the deformable conv's weights
+are grouped per phase (``weight_groups = phases``), as Fig. 2 draws one dconv kernel per phase;
+the code uses one dense conv (``weight_groups=1`` gives that variant).
 """
 
 from __future__ import annotations
@@ -252,12 +261,12 @@ class ModulatedDeformConv2d(nn.Module):
 _OPS = {"gather": modulated_deform_conv2d, "torchvision": deform_conv2d}
 
 
-def interleave_phases(feature: Tensor, gate: Tensor, phases: int) -> Tensor:
-    """``[x_1, g_1, ..., x_P, g_P]``: both maps split into ``phases`` channel chunks."""
+def interleave_phases(feature: Tensor, attention: Tensor, phases: int) -> Tensor:
+    """``[x_1, a_1, ..., x_P, a_P]``: both maps split into ``phases`` channel chunks."""
     b, _, h, w = feature.shape
     x = feature.reshape(b, phases, -1, h, w)
-    g = gate.reshape(b, phases, -1, h, w)
-    return torch.cat([x, g], dim=2).reshape(b, -1, h, w)
+    a = attention.reshape(b, phases, -1, h, w)
+    return torch.cat([x, a], dim=2).reshape(b, -1, h, w)
 
 
 class DCModule(nn.Module):
@@ -265,22 +274,23 @@ class DCModule(nn.Module):
 
     Args:
         channels: feature channels C (also the output width).
-        gate_channels: SA gate-map channels concatenated to the feature (C/2 in GSSD++; 0 when
-            there is no SA in front, e.g. the "w/o SA Modules@Base" ablation).
+        attention_channels: channels of the gated SA map concatenated to the feature (C in
+            GSSD++ / PixelLink++; 0 when there is no SA in front, e.g. the "w/o SA
+            Modules@Base" ablation).
         phases: number of phase chunks (4); both maps are interleaved per phase.
         phase_wise_offsets: one offset group per phase (True, GSSD++) or one shared offset
             field ("w/o Phase-wise Offsets", Table III).
         weight_groups: groups of the deformable conv weights (default ``phases``; see module doc).
         op: deformable conv implementation, see :class:`ModulatedDeformConv2d`.
 
-    ``forward(x, gate=None)`` returns the aligned feature ``[B, C, H, W]``; the offsets and
+    ``forward(x, attention=None)`` returns the aligned feature ``[B, C, H, W]``; the offsets and
     mask of the last call are kept in ``last_offset`` / ``last_mask`` (detached) for inspection.
     """
 
     def __init__(
         self,
         channels: int,
-        gate_channels: int = 0,
+        attention_channels: int = 0,
         *,
         phases: int = 4,
         phase_wise_offsets: bool = True,
@@ -289,11 +299,13 @@ class DCModule(nn.Module):
         op: str = "gather",
     ) -> None:
         super().__init__()
-        if channels % phases or gate_channels % phases:
-            raise ValueError(f"DC channels {channels}/{gate_channels} not divisible by {phases}")
-        self.phases, self.gate_channels = phases, gate_channels
+        if channels % phases or attention_channels % phases:
+            raise ValueError(
+                f"DC channels {channels}/{attention_channels} not divisible by {phases}"
+            )
+        self.phases, self.attention_channels = phases, attention_channels
         self.offset_groups = phases if phase_wise_offsets else 1
-        in_ch = channels + gate_channels
+        in_ch = channels + attention_channels
         k = kernel_size * kernel_size
         self.offset_predictor = nn.Conv2d(
             in_ch, 3 * self.offset_groups * k, kernel_size, padding=kernel_size // 2
@@ -311,11 +323,13 @@ class DCModule(nn.Module):
         self.last_offset: Tensor | None = None
         self.last_mask: Tensor | None = None
 
-    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
-        if self.gate_channels:
-            if gate is None or gate.shape[1] != self.gate_channels:
-                raise ValueError(f"DC module expects a gate map with {self.gate_channels} channels")
-            x = interleave_phases(x, gate, self.phases)
+    def forward(self, x: Tensor, attention: Tensor | None = None) -> Tensor:
+        if self.attention_channels:
+            if attention is None or attention.shape[1] != self.attention_channels:
+                raise ValueError(
+                    f"DC module expects a gated SA map with {self.attention_channels} channels"
+                )
+            x = interleave_phases(x, attention, self.phases)
         pred = self.offset_predictor(x)
         n_off = 2 * self.offset_groups * self.dconv.kernel_size**2
         offset, mask = pred[:, :n_off], torch.sigmoid(pred[:, n_off:])

@@ -1,23 +1,35 @@
 """PixelLink [24], PixelLink + G.Conv & C.Fusion and PixelLink++ with its Table III ablations.
 
-Architecture (VGG16 "4s" variant, authors' code facts): sources ``conv3_3`` (1/4),
-``conv4_3`` (1/8), ``conv5_3`` (1/16) and ``fc7`` (1/16; pool5 3x3 stride 1, conv6 dilation 6)
-of :class:`models.vgg.VGGTrunk`. Per source: optional SA@fusion, optional 1x1 channel fusion
-(conv + BN + ReLU), then one 1x1 head with 2 pixel + 16 link channels; the head outputs are
-summed top-down FCN-style (bilinear upsampling) to 1/4 resolution.
+Architecture (VGG16 "4s" variant): sources ``conv3_3`` (1/4), ``conv4_3`` (1/8), ``conv5_3``
+(1/16) and ``fc7`` (1/16; pool5 3x3 stride 1, conv6 dilation 6) of :class:`models.vgg.VGGTrunk`.
+Per source: optional SA@fusion, optional 1x1 channel fusion, then one 1x1 head with 2 pixel +
+16 link channels; the head outputs are summed top-down FCN-style (bilinear upsampling) to 1/4
+resolution, and a final 1x1 conv maps the summed pixel (2 -> 2) and link (16 -> 16) maps.
+
+The paper gives none of these details; they follow the authors' PixelLink code (the model
+behind the published PixelLink rows):
+
+* trunk without BatchNorm: conv (with bias) + ReLU (initialised He fan-in, not as their code:
+  see :mod:`models.vgg`);
+* channel fusion = 1x1 conv + BatchNorm, no ReLU (the code's optional fusion BN is used, as in
+  its GSSD; which setting the published runs used is not recorded there);
+* the final 1x1 convs after the top-down sum; bilinear upsampling with ``align_corners=True``;
+  heads, fusion and final convs Xavier-uniform with zero biases.
 
 * ``pixellink``: one stream (``groups=1``) over the 12 channels, no channel fusion.
 * ``pixellink_gconv``: grouped trunk (one group per phase) + 1x1 channel fusion per source.
 * ``pixellink_pp``: the grouped model + SA@base at the four sources (replacing the trunk
   features, D = 2) + SA@fusion on each source branch + the DC module after ``conv3_3``'s SA
-  (fed with the SA gate map, phase-wise offsets). DC parameters train at 0.1x the LR.
+  (fed with SA@base's gated map ``sigma * Wo g``, phase-wise offsets). DC parameters train at
+  0.1x the LR.
 
 Loss (PixelLink): ``2 * pixel + 1 * link``. Pixel: softmax cross-entropy with instance-balanced
 weights on positives (each of the ``N`` boxes of an image gets total weight ``S / N``, ``S`` =
 positive pixels) and online hard negative mining of the ``3 S`` hardest negatives, divided by
 ``4 S``; an image without positive pixels mines ``3 x 64`` negatives. Link: cross-entropy on
 positive pixels only, positive and negative links each normalised by their total pixel weight.
-Targets and decoding: :mod:`models.pixellink_decode`.
+Targets and decoding (pixel threshold 0.2, link threshold 0.8, minimum box area 3 px^2):
+:mod:`models.pixellink_decode`.
 """
 
 from __future__ import annotations
@@ -32,15 +44,47 @@ from torch import Tensor
 from models.attention import SelfAttention
 from models.base import IN_CHANNELS, NUM_PHASES, Detector
 from models.deform import DCModule
-from models.pixellink_decode import NEIGHBOURS, decode, instance_map, link_targets
+from models.pixellink_decode import (
+    LINK_THRESHOLD,
+    MIN_AREA,
+    NEIGHBOURS,
+    PIXEL_THRESHOLD,
+    decode,
+    instance_map,
+    link_targets,
+)
 from models.registry import register_model
-from models.vgg import VGGTrunk, conv_bn_relu
+from models.vgg import VGGTrunk
 
 SOURCES = ("conv3_3", "conv4_3", "conv5_3", "fc7")
 _OUT = 2 + 2 * len(NEIGHBOURS)  # pixel (2) + link (16)
 _NEG_RATIO = 3
 _NEG_WITHOUT_POSITIVES = 64
 _SA_POOL = 2  # D for PixelLink++ (paper section V-A)
+
+
+def _xavier_conv(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
+    """1x1 conv initialised as the authors' PixelLink: Xavier-uniform weights, zero bias."""
+    conv = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+    nn.init.xavier_uniform_(conv.weight)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _head(channels: int) -> nn.Conv2d:
+    """The 1x1 head, 2 pixel + 16 link channels: the code's two 1x1 convs in one, each part
+    initialised as its own conv (Xavier-uniform over its own fan-out)."""
+    conv = _xavier_conv(channels, _OUT)
+    with torch.no_grad():
+        nn.init.xavier_uniform_(conv.weight[:2])
+        nn.init.xavier_uniform_(conv.weight[2:])
+    return conv
+
+
+def _fusion(channels: int) -> nn.Sequential:
+    """1x1 channel fusion: conv + BatchNorm, no ReLU (a conv bias would be cancelled by BN)."""
+    return nn.Sequential(_xavier_conv(channels, channels, bias=False), nn.BatchNorm2d(channels))
 
 
 class PixelLink(Detector):
@@ -58,9 +102,9 @@ class PixelLink(Detector):
         sa_groups: int = 1,
         dc: bool = False,
         phase_wise_offsets: bool = True,
-        pixel_threshold: float = 0.5,
-        link_threshold: float = 0.8,
-        min_area: int = 2,
+        pixel_threshold: float = PIXEL_THRESHOLD,
+        link_threshold: float = LINK_THRESHOLD,
+        min_area: float = MIN_AREA,
     ) -> None:
         super().__init__()
         self.input_size = input_size
@@ -69,7 +113,7 @@ class PixelLink(Detector):
             link_threshold,
             min_area,
         )
-        self.trunk = VGGTrunk(in_channels=IN_CHANNELS, groups=groups, width=width)
+        self.trunk = VGGTrunk(in_channels=IN_CHANNELS, groups=groups, width=width, batch_norm=False)
         ch = self.trunk.channels
         self.map_size = self.trunk.feature_sizes(input_size)["conv3_3"]
 
@@ -86,14 +130,18 @@ class PixelLink(Detector):
             if sa_fusion
             else None
         )
-        gate = self.sa_base["conv3_3"].gate_channels if self.sa_base is not None else 0
+        attention = ch["conv3_3"] if self.sa_base is not None else 0
         self.dc = (
-            DCModule(ch["conv3_3"], gate, phases=NUM_PHASES, phase_wise_offsets=phase_wise_offsets)
+            DCModule(
+                ch["conv3_3"], attention, phases=NUM_PHASES, phase_wise_offsets=phase_wise_offsets
+            )
             if dc
             else None
         )
-        self.fusion = per_source(lambda c: conv_bn_relu(c, c, 1)) if channel_fusion else None
-        self.heads = per_source(lambda c: nn.Conv2d(c, _OUT, 1))
+        self.fusion = per_source(_fusion) if channel_fusion else None
+        self.heads = per_source(_head)
+        self.final_pixel = _xavier_conv(2, 2)
+        self.final_link = _xavier_conv(_OUT - 2, _OUT - 2)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """DC-module parameters at 0.1x ``lr`` (paper appendix B), the rest at ``lr``."""
@@ -118,11 +166,11 @@ class PixelLink(Detector):
             x = stage(x)
             if name not in SOURCES:
                 continue
-            gate = None
+            attention = None
             if self.sa_base is not None:
-                x, gate = self.sa_base[name](x, return_gate=True)
+                x, attention = self.sa_base[name](x, return_gated=True)
             if name == "conv3_3" and self.dc is not None:
-                x = self.dc(x, gate)
+                x = self.dc(x, attention)
             feats[name] = x
         outs = {}
         for name, f in feats.items():
@@ -134,9 +182,9 @@ class PixelLink(Detector):
         y = outs["fc7"] + outs["conv5_3"]
         for name in ("conv4_3", "conv3_3"):
             y = outs[name] + F.interpolate(
-                y, size=outs[name].shape[-2:], mode="bilinear", align_corners=False
+                y, size=outs[name].shape[-2:], mode="bilinear", align_corners=True
             )
-        return y
+        return torch.cat([self.final_pixel(y[:, :2]), self.final_link(y[:, 2:])], 1)
 
     def _stride(self, maps: Tensor, images: Tensor) -> tuple[float, float]:
         return images.shape[-2] / maps.shape[-2], images.shape[-1] / maps.shape[-1]
@@ -229,9 +277,9 @@ def _builder(flags: dict[str, Any], doc: str):
     def build(
         input_size: int = 300,
         width: float = 1.0,
-        pixel_threshold: float = 0.5,
-        link_threshold: float = 0.8,
-        min_area: int = 2,
+        pixel_threshold: float = PIXEL_THRESHOLD,
+        link_threshold: float = LINK_THRESHOLD,
+        min_area: float = MIN_AREA,
     ) -> PixelLink:
         return PixelLink(
             input_size=input_size,
@@ -276,7 +324,7 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "pixellink_pp_no_sa_base": (
         "III",
         "PixelLink++ w/o SA Modules@Base",
-        "PixelLink++ without SA at the trunk sources (DC sees no gate map)",
+        "PixelLink++ without SA at the trunk sources (DC sees the feature alone)",
         {**_PP, "sa_base": False},
     ),
     "pixellink_pp_no_sa_fusion": (

@@ -5,21 +5,26 @@ One configurable :class:`SSDDetector` (SSD300-VGG16-BN) and one registered build
 * ``ssd`` (Table I "SSD [23]"): the 12 channels as one stream (``groups=1``), no channel fusion.
 * ``gssd`` ("GSSD [15]"): VGG16 and extras grouped by phase (``groups=4``), then on every source
   an ungrouped 1x1 channel-fusion conv + BN + ReLU before the heads.
-* ``gssd_portal`` ("GSSD [15] (Portal Only)"): the GSSD network fed only the portal phase:
-  the model takes the usual ``[B, 12, H, W]`` batch and keeps channels 6:9 (portal z-1, z, z+1,
-  see :mod:`models.base`), so its trunk has one phase group (``groups=1``) of the same widths;
-  the other nine channels are never read.
+* ``gssd_portal`` ("GSSD [15] (Portal Only)"): the GSSD network itself (four phase groups,
+  channel fusion, the same parameters) fed the portal phase in every group: the model takes the
+  usual ``[B, 12, H, W]`` batch and builds its input from channels 6:9 alone (portal z-1, z,
+  z+1, see :mod:`models.base`), copied into all four phase slots; the other nine channels are
+  never read. The paper only says the baseline was trained "using only the portal phase
+  images"; this follows the authors' code, whose portal-only switch copies the portal phase
+  into all four phases of the grouped model's input.
 * ``gssd_pp`` ("GSSD++ (ours)"): GSSD + an SA module after every source layer of the trunk
   (SA@base, replacing the feature passed on) + an SA module on every source branch before its
-  1x1 fusion (SA@fusion) + one DC module at conv4_3 after SA@base, fed the SA gate map; D = 1.
-  The DC output replaces conv4_3 for the L2Norm source and for pool4 onward.
+  1x1 fusion (SA@fusion) + one DC module at conv4_3 after SA@base, fed SA@base's gated map
+  ``sigma * Wo g``; D = 1. The DC output replaces conv4_3 for the L2Norm source and for pool4
+  onward.
 * ablations (Table III): ``gssd_pp_no_phase_offsets`` (one offset group), ``gssd_pp_no_dc``,
-  ``gssd_pp_no_sa_base`` (the DC module then sees the feature alone: no gate map exists),
+  ``gssd_pp_no_sa_base`` (the DC module then sees the feature alone: no SA map exists),
   ``gssd_pp_no_sa_fusion``, ``gssd_pp_no_interphase`` (grouped convs and per-phase attention
   inside every SA module).
 
-Paper-vs-code choices live with the modules: spectral norm in SA (:mod:`models.attention`),
-the C/2 gate map and per-phase dconv weights in DC (:mod:`models.deform`).
+Paper-vs-code choices live with the modules: spectral norm and the gated map handed to DC in
+SA (:mod:`models.attention`), the 2C-channel DC input and per-phase dconv weights in DC
+(:mod:`models.deform`).
 
 Heads: ungrouped 3x3 convs, ``k*4`` loc and ``k*2`` conf (background, lesion) with
 k = 4,6,6,6,4,4. L2Norm (learnable, init 20) on conv4_3. All convs use BN (no pretraining, as
@@ -40,7 +45,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from models.attention import SelfAttention
-from models.base import IN_CHANNELS, SLICES_PER_PHASE, Detector
+from models.base import IN_CHANNELS, NUM_PHASES, SLICES_PER_PHASE, Detector
 from models.deform import DCModule
 from models.multibox import detect, multibox_loss
 from models.priors import priors_per_cell, ssd_priors
@@ -48,6 +53,7 @@ from models.registry import register_model
 from models.vgg import VGGTrunk, conv_bn_relu, scaled_channels, spatial_size
 
 PORTAL_CHANNELS = tuple(range(2 * SLICES_PER_PHASE, 3 * SLICES_PER_PHASE))  # 6, 7, 8
+PORTAL_IN_EVERY_PHASE = PORTAL_CHANNELS * NUM_PHASES  # the portal phase in all four groups
 # (1x1 reduce, 3x3 out, stride): two s2 convs then two "valid" convs
 _EXTRAS = ((256, 512, 2), (128, 256, 2), (128, 256, 1), (128, 256, 1))
 
@@ -71,7 +77,8 @@ class SSDDetector(Detector):
         input_size: side of the square input (300 as the paper).
         width: channel multiplier of trunk and extras (1.0 = paper).
         groups: phase groups of trunk and extras (4 = GSSD, 1 = one stream).
-        input_channels: indices of the 12 input channels to use (None = all).
+        input_channels: indices of the 12 input channels that make up the model's input, in
+            order, repeats allowed (None = all 12 as given).
         channel_fusion: 1x1 conv + BN + ReLU on every source before the heads.
         sa_base, sa_fusion: SA modules after every trunk source / before every fusion conv.
         sa_groups: 1 = interphase attention; ``groups`` = "w/o Interphase Attention".
@@ -154,7 +161,7 @@ class SSDDetector(Detector):
         self.dc = (
             DCModule(
                 channels[0],
-                self.sa_base[0].gate_channels if self.sa_base is not None else 0,
+                channels[0] if self.sa_base is not None else 0,
                 phases=groups,
                 phase_wise_offsets=dc_phase_wise_offsets,
                 weight_groups=dc_weight_groups,
@@ -177,7 +184,7 @@ class SSDDetector(Detector):
     def _sa_base(self, i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.sa_base is None:
             return x, None
-        return self.sa_base[i](x, return_gate=True)
+        return self.sa_base[i](x, return_gated=True)
 
     def sources(self, images: Tensor) -> list[Tensor]:
         """The six source feature maps, after SA@base / DC / L2Norm (before SA@fusion)."""
@@ -185,9 +192,9 @@ class SSDDetector(Detector):
         stages = self.trunk.stages
         for name in ("conv1_2", "conv2_2", "conv3_3", "conv4_3"):
             x = stages[name](x)
-        x, gate = self._sa_base(0, x)
+        x, attention = self._sa_base(0, x)
         if self.dc is not None:
-            x = self.dc(x, gate)
+            x = self.dc(x, attention)
         out = [self.l2norm(x)]
         x = stages["fc7"](stages["conv5_3"](x))
         x, _ = self._sa_base(1, x)
@@ -259,8 +266,8 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "gssd_portal": (
         "I",
         "GSSD [15] (Portal Only)",
-        "GSSD fed the portal phase (channels 6:9)",
-        {"groups": 1, "channel_fusion": True, "input_channels": PORTAL_CHANNELS},
+        "GSSD fed the portal phase (channels 6:9) in all four phase groups",
+        {**_GSSD, "input_channels": PORTAL_IN_EVERY_PHASE},
     ),
     "gssd_pp": ("I", "GSSD++ (ours)", "GSSD + SA@base + SA@fusion + DC at conv4_3", _GSSD_PP),
     "gssd_pp_no_phase_offsets": (
@@ -278,7 +285,7 @@ MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "gssd_pp_no_sa_base": (
         "III",
         "GSSD++ w/o SA Modules@Base",
-        "GSSD++ without SA after the trunk sources (DC sees no gate map)",
+        "GSSD++ without SA after the trunk sources (DC sees the feature alone)",
         {**_GSSD_PP, "sa_base": False},
     ),
     "gssd_pp_no_sa_fusion": (

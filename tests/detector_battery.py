@@ -37,14 +37,14 @@ def train_losses(model: Detector, size: int) -> dict[str, torch.Tensor]:
     return model(images, targets)
 
 
-def check_losses_and_gradients(model: Detector, size: int) -> None:
-    """Finite scalar losses; after one SGD step (zero-initialised gates open) every parameter
-    gets a finite, non-zero gradient."""
+def check_losses_and_gradients(model: Detector, size: int, lr: float = 0.05) -> None:
+    """Finite scalar losses; after one SGD step at ``lr`` (zero-initialised gates open) every
+    parameter gets a finite, non-zero gradient."""
     losses = train_losses(model, size)
     assert losses, "no losses"
     for key, value in losses.items():
         assert value.dim() == 0 and torch.isfinite(value), (key, value)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     opt.zero_grad()
     sum(losses.values()).backward()
     opt.step()

@@ -145,8 +145,8 @@ def test_deform_conv_matches_torchvision_float64(og, groups, stride, pad, dil):
 def test_dc_module_is_conv_on_regular_grid():
     torch.manual_seed(0)
     dc = DCModule(8, 4, phases=4).double()
-    x, gate = torch.randn(2, 8, 6, 6).double(), torch.randn(2, 4, 6, 6).double()
-    inp = interleave_phases(x, gate, 4)
+    x, attention = torch.randn(2, 8, 6, 6).double(), torch.randn(2, 4, 6, 6).double()
+    inp = interleave_phases(x, attention, 4)
     w, b = dc.dconv.weight, dc.dconv.bias
     plain = F.conv2d(inp, w, b, padding=1, groups=4)
     zero_offset = torch.zeros(2, 2 * 4 * 9, 6, 6, dtype=torch.float64)
@@ -154,8 +154,44 @@ def test_dc_module_is_conv_on_regular_grid():
     torch.testing.assert_close(dc.dconv(inp, zero_offset, ones), plain, rtol=1e-12, atol=1e-12)
     # at init the zero predictor gives offsets 0 and mask sigmoid(0) = 0.5
     at_init = F.conv2d(inp, 0.5 * w, b, padding=1, groups=4)
-    torch.testing.assert_close(dc(x, gate), at_init, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dc(x, attention), at_init, rtol=1e-12, atol=1e-12)
     assert dc.last_offset.abs().max() == 0
+
+
+def _dc_inputs(net) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Record the (feature, attention) pairs every forward hands to ``net.dc``."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    net.dc.register_forward_hook(lambda _m, args, _out: seen.append(args))
+    return seen
+
+
+def test_gssd_pp_dc_reads_the_gated_sa_map():
+    """DC input = [feature, sigma * Wo g] per phase (C + C channels), zero map at init."""
+    torch.manual_seed(0)
+    net = small("gssd_pp").eval()
+    c = net.source_channels[0]
+    assert net.dc.attention_channels == c and net.dc.offset_predictor.in_channels == 2 * c
+    seen = _dc_inputs(net)
+    sa_out: list = []
+    net.sa_base[0].register_forward_hook(lambda _m, args, out: sa_out.append((args[0], *out)))
+    images, _ = batch(1)
+    net.head_outputs(images)
+    (feature, attention), (x, y, gated) = seen[-1], sa_out[-1]
+    assert attention is gated and feature is y
+    assert attention.shape[1] == c and attention.abs().max() == 0  # sigma = 0 at init
+    assert net.dc.last_offset.abs().max() == 0 and torch.all(net.dc.last_mask == 0.5)
+    # the offset predictor sees the attention map: weights on the attention channels only
+    with torch.no_grad():
+        w = net.dc.offset_predictor.weight.view(-1, 4, 2, c // 4, 3, 3)  # [out, phase, x|a, ...]
+        w[:, :, 1].normal_(0, 0.1)
+    net.head_outputs(images)
+    assert net.dc.last_offset.abs().max() == 0  # attention still zero: offsets stay zero
+    with torch.no_grad():
+        net.sa_base[0].sigma.fill_(0.5)
+    net.head_outputs(images)
+    (feature, attention), (x, y, gated) = seen[-1], sa_out[-1]
+    torch.testing.assert_close(attention, y - x)
+    assert attention.abs().max() > 0 and net.dc.last_offset.abs().max() > 0
 
 
 def test_dc_op_choice_gives_the_same_model():
@@ -163,9 +199,10 @@ def test_dc_op_choice_gives_the_same_model():
     ours = small("gssd_pp").eval()
     ref = small("gssd_pp", dc_op="torchvision").eval()
     ref.load_state_dict(ours.state_dict())
-    with torch.no_grad():  # move the offsets off the regular grid
+    with torch.no_grad():  # move the offsets off the regular grid (the SA map is 0 at init)
         ours.dc.offset_predictor.weight.normal_(0, 0.05)
-        ref.dc.offset_predictor.weight.copy_(ours.dc.offset_predictor.weight)
+        ours.dc.offset_predictor.bias.normal_(0, 1.0)
+    ref.load_state_dict(ours.state_dict())
     images, _ = batch(1)
     a, b = ours.head_outputs(images), ref.head_outputs(images)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
@@ -201,25 +238,36 @@ def test_sa_with_sigma_zero_is_identity(groups, pool):
     torch.manual_seed(0)
     sa = SelfAttention(32, pool=pool, groups=groups)
     x = torch.randn(2, 32, 7, 7)
-    y, gate = sa(x, return_gate=True)
+    y, gated = sa(x, return_gated=True)
     assert torch.equal(y, x)
-    assert gate.shape == (2, 16, 7, 7)
+    assert gated.shape == (2, 32, 7, 7) and gated.abs().max() == 0  # C channels, zero at init
 
 
-def test_sa_follows_the_paper_equations():
-    """beta = softmax_i(q^T k) without scaling, keys/values pooled by D, y = x + sigma Wo g."""
+@pytest.mark.parametrize("size", [6, 7])
+def test_sa_follows_the_paper_equations(size):
+    """beta = softmax_i(q^T k) without scaling, keys/values pooled by D to floor(N/D) per side
+    (authors' code), y = x + sigma Wo g; the map handed to DC is sigma Wo g."""
     torch.manual_seed(0)
     sa = SelfAttention(16, pool=2).eval()
     with torch.no_grad():
         sa.sigma.fill_(0.7)
-    x = torch.randn(1, 16, 6, 6, dtype=torch.float32)
-    y, gate = sa(x, return_gate=True)
+    x = torch.randn(1, 16, size, size, dtype=torch.float32)
+    y, gated = sa(x, return_gated=True)
     q = sa.query(x).flatten(2)[0]  # [C/8, N]
-    pooled = F.avg_pool2d(x, 2)
-    k, v = sa.key(pooled).flatten(2)[0], sa.value(pooled).flatten(2)[0]  # [C/8, N/4], [C/2, N/4]
-    beta = torch.softmax(q.T @ k, dim=1)  # [N, N/4]: each location over the pooled locations
-    g = (v @ beta.T).view(1, 8, 6, 6)
-    torch.testing.assert_close(gate, g, rtol=1e-5, atol=1e-5)
+    if size % 2 == 0:
+        pooled = F.avg_pool2d(x, 2)
+    else:  # 7 -> 3 per side: windows [0, 3), [2, 5), [4, 7) (adaptive pooling)
+        pooled = torch.stack(
+            [
+                torch.stack([x[..., a : a + 3, b : b + 3].mean((-2, -1)) for b in (0, 2, 4)], -1)
+                for a in (0, 2, 4)
+            ],
+            -2,
+        )
+    k, v = sa.key(pooled).flatten(2)[0], sa.value(pooled).flatten(2)[0]  # [C/8, M], [C/2, M]
+    beta = torch.softmax(q.T @ k, dim=1)  # [N, M]: each location over the pooled locations
+    g = (v @ beta.T).view(1, 8, size, size)
+    torch.testing.assert_close(gated, 0.7 * sa.out(g), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y, x + 0.7 * sa.out(g), rtol=1e-5, atol=1e-5)
 
 
@@ -355,7 +403,7 @@ def test_models_without_modules_have_none():
 def test_gssd_portal_ignores_other_phases():
     torch.manual_seed(0)
     net = small("gssd_portal").eval()
-    assert PORTAL_CHANNELS == (6, 7, 8) and net.trunk.groups == 1
+    assert PORTAL_CHANNELS == (6, 7, 8) and net.trunk.groups == 4
     images, _ = batch(1)
     other = images.clone()
     keep = torch.zeros(12, dtype=torch.bool)
@@ -366,6 +414,23 @@ def test_gssd_portal_ignores_other_phases():
     portal_changed = images.clone()
     portal_changed[:, 7] = 1 - portal_changed[:, 7]
     assert not torch.equal(net.head_outputs(portal_changed)[1], a[1])
+
+
+def test_gssd_portal_is_gssd_fed_the_portal_phase_in_every_group():
+    torch.manual_seed(0)
+    portal, gssd = small("gssd_portal").eval(), small("gssd").eval()
+    assert _shapes(portal) == _shapes(gssd)  # the same network, the same capacity
+    with torch.device("meta"):  # full width, shapes only
+        full = [
+            sum(p.numel() for p in models.build(n).parameters()) for n in ("gssd_portal", "gssd")
+        ]
+    assert full[0] == full[1]
+    gssd.load_state_dict(portal.state_dict())
+    images, _ = batch(1)
+    replicated = images[:, list(PORTAL_CHANNELS) * 4]  # portal z-1, z, z+1 in all four phases
+    a, b = portal.head_outputs(images), gssd.head_outputs(replicated)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(gssd.head_outputs(images)[1], a[1])
 
 
 def test_gssd_groups_keep_phases_apart_in_the_trunk():
