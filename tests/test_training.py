@@ -64,7 +64,7 @@ def test_loop_learns_lesions(cohort, tmp_path):
     cfg = config(
         cohort,
         "train.iterations=150",
-        "train.milestones=[150]",
+        "train.milestones=[]",
         "train.augment=false",
         "train.batch_size=8",
         "train.val_every=150",

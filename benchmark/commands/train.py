@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import textwrap
 from pathlib import Path
 
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
-from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
+from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
+from benchmark.settings import check_seeds
 
 ORDER = 30
 
@@ -48,11 +50,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    sets = list(args.assignments)
+    """The validated profile with ``--set`` and the shortcut options applied."""
+    sets: list[str | Override] = list(args.assignments)
     if args.iterations is not None:
-        sets.append(f"train.iterations={args.iterations}")
+        sets.append(Override(f"train.iterations={args.iterations}",
+                             f"--iterations {args.iterations}"))
     if args.device:
-        sets.append(f'train.device="{args.device}"')
+        sets.append(Override(f"train.device={json.dumps(args.device)}", f"--device {args.device}"))
     return resolve(args.profile, sets)
 
 
@@ -121,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     runner.set_threads(base)
     runner.check_variant(args.variant)
     seed = args.seed if args.seed is not None else base["seeds"][0]
+    check_seeds([seed], "--seed")
     config = runner.unit_config(
         base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
     )
@@ -143,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.check_variant(args.variant)
     names = runner.parse_models(args.models)
     seeds = args.seeds or base["seeds"]
+    check_seeds(seeds, "--seeds")
     ap, dirs = runner.run_matrix(
         base,
         args.variant,
