@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 
 import models
-from benchmark.atomic import atomic_path, read_json, write_json
+from benchmark.atomic import read_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
+from benchmark.outputs import save_csv, save_json
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -201,7 +202,7 @@ def run_unit(config: dict[str, Any]) -> Path:
         if (run_dir / METRICS).exists():
             return run_dir
     else:
-        write_json(run_dir / CONFIG, config)
+        save_json(run_dir / CONFIG, config, "run's settings")
     result = train(config, run_dir)
     device = pick_device(config["train"]["device"])
     best = load_checkpoint(run_dir / CHECKPOINTS / BEST)
@@ -217,8 +218,7 @@ def run_unit(config: dict[str, Any]) -> Path:
         frame = predict(
             model, LesionSliceDataset(cohort, split, size), device, ev["batch_size"], amp
         )
-        with atomic_path(run_dir / f"predictions_{split}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
+        save_csv(run_dir / f"predictions_{split}.csv", frame, f"{split} predictions")
         metrics[split] = evaluate_frame(
             frame,
             bootstrap=ev["bootstrap"],
@@ -233,7 +233,7 @@ def run_unit(config: dict[str, Any]) -> Path:
         seconds=result["seconds"],
         device=str(device),
     )
-    write_json(run_dir / METRICS, metrics)
+    save_json(run_dir / METRICS, metrics, "metrics")
     return run_dir
 
 

@@ -35,11 +35,12 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 import models
-from benchmark.atomic import atomic_path, read_json, write_json
+from benchmark.atomic import read_json
 from benchmark.augment import SSDAugment
 from benchmark.cohort import open_variant
 from benchmark.dataset import LesionSliceDataset, collate
 from benchmark.evaluation import evaluate_frame
+from benchmark.outputs import save_csv, save_json, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def model_overrides(config: dict[str, Any], run_dir: Path, train_set: LesionSlic
             from models.anchor_opt import optimise_anchors
 
             scales, ratios = optimise_anchors(train_set.boxes(), seed=config["seed"])
-            write_json(path, {"anchor_scales": list(scales), "anchor_ratios": list(ratios)})
+            anchors = {"anchor_scales": list(scales), "anchor_ratios": list(ratios)}
+            save_json(path, anchors, "optimised anchors")
         overrides.update(read_json(path))
     return overrides
 
@@ -146,15 +148,9 @@ def datasets(config: dict[str, Any]) -> dict[str, LesionSliceDataset]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically; a full disk ends with a message, the old file intact."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except OSError as err:
-        raise OSError(
-            f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space and rerun "
-            "the same command to resume from the previous checkpoint"
-        ) from None
+    """Write ``state`` atomically; a full disk ends with a message naming the file, the old
+    file intact (a rerun resumes from it)."""
+    save_torch(path, state, "checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -396,8 +392,7 @@ def train(
 
 
 def _write_log(run_dir: Path, rows: list[dict]) -> None:
-    with atomic_path(run_dir / TRAIN_LOG) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    save_csv(run_dir / TRAIN_LOG, pd.DataFrame(rows), "training log")
 
 
 def _tensorboard(run_dir: Path):

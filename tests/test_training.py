@@ -116,7 +116,7 @@ def test_full_disk_leaves_previous_checkpoint(cohort, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match="cannot write checkpoint.*No space left"):
+    with pytest.raises(OSError, match="cannot write the checkpoint.*No space left"):
         train(cfg, tmp_path)
     assert (tmp_path / CHECKPOINTS / LAST).read_bytes() == before
     assert not list((tmp_path / CHECKPOINTS).glob("*.tmp"))
