@@ -3,8 +3,9 @@
 Only the slices the detector dataset can touch are registered: slices whose lesion mask is
 non-empty plus their ``z-1`` / ``z+1`` neighbours (the detector input stacks three adjacent
 slices). Every other slice is copied unregistered and logged with status ``copied``. A slice
-whose registration fails (exception, non-finite output) is kept unregistered, logged with
-status ``failed`` and listed in the patient's ``meta["registration"]["failed"]``.
+whose registration fails (:class:`~registration.backends.ElastixError`: elastix itself failed
+or gave non-finite output) is kept unregistered, logged with status ``failed`` and listed in the
+patient's ``meta["registration"]["failed"]``; any other exception is a bug and propagates.
 
 Every slice's transform is saved with the variant (:mod:`registration.transforms`). A
 ``nonrigid`` run starts from the saved ``affine`` transforms of the same slices when the
@@ -42,6 +43,7 @@ from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Pa
 from registration.backends import (
     METHODS,
     Backend,
+    ElastixError,
     ParameterMap,
     SliceRegistration,
     check_backend,
@@ -112,7 +114,7 @@ def residual_displacement(
 
 def _check(reg: SliceRegistration) -> None:
     if not np.isfinite(reg.warped).all():
-        raise FloatingPointError("registration produced non-finite intensities")
+        raise ElastixError("registration produced non-finite intensities")
 
 
 class RegisteredPatient(NamedTuple):
@@ -178,7 +180,7 @@ def register_patient(
                     if disp and phase in disp else None
                 )
                 maps = backend.transform_maps(reg)
-            except Exception as err:  # logged and flagged; the slice stays unregistered
+            except ElastixError as err:  # logged and flagged; the slice stays unregistered
                 row.update(status="failed", error=f"{type(err).__name__}: {err}"[:300])
                 failed.append([z, phase])
             else:
