@@ -288,7 +288,7 @@ def train(
         persistent_workers=False,
     )
     board = _tensorboard(run_dir)
-    log_rows: list[dict] = list(state["log"])
+    log_rows = [_renamed_losses(row) for row in state["log"]]
     it = state["iteration"]
     window = {"seconds": 0.0, "images": 0}
     tick = time.perf_counter()
@@ -338,7 +338,7 @@ def train(
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_per_second": window["images"] / max(window["seconds"], 1e-9),
             }
-            row.update({f"loss_{k}": v.item() for k, v in losses.items()})
+            row.update({loss_column(k): v.item() for k, v in losses.items()})
             log_rows.append(row)
             if board:
                 for key, value in row.items():
@@ -389,6 +389,18 @@ def train(
         "seconds": state["seconds"],
         "images_per_second": state["images"] / max(state["seconds"], 1e-9),
     }
+
+
+def loss_column(term: str) -> str:
+    """The log column of a loss term: ``loss_classifier`` for a model's ``loss_classifier``
+    (torchvision's naming), ``loss_heat`` for ``heat``."""
+    return term if term.startswith("loss_") else f"loss_{term}"
+
+
+def _renamed_losses(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row saved before :func:`loss_column` (``loss_loss_conf``), as it is named now."""
+    return {k.removeprefix("loss_") if k.startswith("loss_loss_") else k: v
+            for k, v in row.items()}
 
 
 def _write_log(run_dir: Path, rows: list[dict]) -> None:
