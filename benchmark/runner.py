@@ -33,6 +33,7 @@ from benchmark.training import (
     predict,
     train,
 )
+from benchmark.training_progress import ProgressDisplay
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +192,11 @@ def is_finished(config: dict[str, Any]) -> bool:
     return (unit_dir(config) / METRICS).exists()
 
 
-def run_unit(config: dict[str, Any]) -> Path:
+def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) -> Path:
     """Train and evaluate one unit; a finished unit is skipped, a killed one resumes.
 
     Writes ``config.json`` first, ``metrics.json`` last (its presence means finished).
+    ``progress``: where training shows its progress (default: nowhere).
     """
     run_dir = unit_dir(config)
     if (run_dir / CONFIG).exists():
@@ -203,7 +205,7 @@ def run_unit(config: dict[str, Any]) -> Path:
             return run_dir
     else:
         save_json(run_dir / CONFIG, config, "run's settings")
-    result = train(config, run_dir)
+    result = train(config, run_dir, progress=progress)
     device = pick_device(config["train"]["device"])
     best = load_checkpoint(run_dir / CHECKPOINTS / BEST)
     size = config["detector"]["input_size"]

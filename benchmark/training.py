@@ -41,6 +41,7 @@ from benchmark.cohort import open_variant
 from benchmark.dataset import LesionSliceDataset, collate
 from benchmark.evaluation import evaluate_frame
 from benchmark.outputs import save_csv, save_json, save_torch
+from benchmark.training_progress import ProgressDisplay, TrainingProgress, unit_label
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +228,15 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 
 
 def train(
-    config: dict[str, Any], run_dir: str | Path, stop_at: int | None = None
+    config: dict[str, Any],
+    run_dir: str | Path,
+    stop_at: int | None = None,
+    progress: ProgressDisplay | None = None,
 ) -> dict[str, Any]:
     """Train one (model, variant, seed) unit into ``run_dir``; resumes from ``last.pt``.
 
     ``stop_at`` ends the loop early (after checkpointing) at that iteration, as a kill would.
+    ``progress``: where to show iteration, loss, images/s and ETA (default: nowhere).
     Returns ``best_iteration``, ``best_score``, ``images_per_second``, ``seconds``, ``iteration``.
     """
     run_dir = Path(run_dir)
@@ -288,6 +293,8 @@ def train(
         persistent_workers=False,
     )
     board = _tensorboard(run_dir)
+    meter = None if progress is None else TrainingProgress(
+        progress, unit_label(config), state["iteration"], stop, tc["log_every"])
     log_rows = [_renamed_losses(row) for row in state["log"]]
     it = state["iteration"]
     window = {"seconds": 0.0, "images": 0}
@@ -340,11 +347,15 @@ def train(
             }
             row.update({loss_column(k): v.item() for k, v in losses.items()})
             log_rows.append(row)
+            if meter:
+                meter.step(it, row["loss"], row["images_per_second"])
             if board:
                 for key, value in row.items():
                     if key != "iteration":
                         board.add_scalar(f"train/{key}", value, it)
             window = {"seconds": 0.0, "images": 0}
+        elif meter:
+            meter.step(it)
         if it % tc["val_every"] == 0 or it == total:
             clock()
             scores = quick_metrics(
@@ -381,6 +392,8 @@ def train(
             tick = time.perf_counter()
     if board:
         board.close()
+    if meter:
+        meter.close()
     state["iteration"] = it
     return {
         "iteration": it,

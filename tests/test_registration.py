@@ -282,6 +282,31 @@ def test_progress_is_reported_per_touched_slice():
     assert [r["slice"] for r in rows if r["status"] == "registered"] == [2] * 3 + [3] * 3 + [4] * 3
 
 
+class _Bar:
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def update(self, n: int) -> None:
+        self.steps.append(n)
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_moves_per_slice_with_worker_processes(tmp_path, monkeypatch):
+    from shift_backend import ShiftBackend
+
+    from registration import stage
+
+    _fake_cohort(tmp_path / "c", n=2)
+    bar = _Bar()
+    monkeypatch.setattr(stage, "_progress", lambda total, variant, enabled: bar)
+    with stage.WorkerPool(2, ShiftBackend(), threads=1) as pool:
+        register_variant(tmp_path / "c", "rigid", backend=ShiftBackend(), pool=pool)
+    assert bar.steps == [1] * 2 * 3  # 2 patients x 3 touched slices, each as it finishes
+    assert set(read_log(tmp_path / "c", "rigid")["status"]) == {"registered"}
+
+
 def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
     _fake_cohort(tmp_path / "c", n=1)
     source = open_variant(tmp_path / "c", "unregistered").load("p0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
 from benchmark.settings import check_seeds
+from benchmark.training_progress import ProgressDisplay
 
 ORDER = 30
 
@@ -130,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
     )
     with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
-        run_dir = runner.run_unit(config)
+        run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
     metrics = read_json(run_dir / runner.METRICS)
     for split in runner.SPLITS:
         values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
