@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmark.atomic import read_json
-from benchmark.settings import check
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "quick"
@@ -111,6 +110,8 @@ def resolve(
 ) -> dict[str, Any]:
     """Profile + ``--set`` overrides, validated, + top-level fields (cohort, variant, model,
     seed, ...); a ValueError names each bad setting and the option or file it came from."""
+    from benchmark.settings import check  # pydantic: imported when a command needs it
+
     loaded = load_profile(profile)
     sources: dict[str, str] = {}
     config = apply_overrides(loaded, assignments, sources)

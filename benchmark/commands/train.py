@@ -12,7 +12,6 @@ from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
-from benchmark.settings import check_seeds
 from benchmark.training_progress import ProgressDisplay
 
 ORDER = 30
@@ -121,6 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
@@ -143,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
