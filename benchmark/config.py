@@ -3,8 +3,9 @@
 A profile is a name of a file in ``benchmark/profiles/`` (``paper``, ``quick``, ``smoke``) or a
 path to a JSON file of the same shape. ``--set section.key=value`` overrides any existing field
 (values parse as JSON, else stay strings); ``detector.overrides.<name>`` is free-form and goes to
-the model builder. The resolved config (profile + overrides + cohort, variant, model, seed) is
-saved as ``config.json`` in every run folder.
+the model builder. The result is checked against the schema (:mod:`benchmark.settings`: types,
+ranges, rules between settings) before anything is written. The resolved config (profile +
+overrides + cohort, variant, model, seed) is saved as ``config.json`` in every run folder.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmark.atomic import read_json
 
@@ -48,6 +49,17 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> dict[str, Any]:
     return config
 
 
+class Override(NamedTuple):
+    """One ``KEY=VALUE`` assignment; ``label`` is the option that gave it as the user typed it
+    (e.g. ``--iterations -5``), named in error messages (default ``--set KEY=VALUE``)."""
+
+    assignment: str
+    label: str | None = None
+
+    def __str__(self) -> str:
+        return self.label or f"--set {self.assignment}"
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -55,17 +67,25 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(
+    config: dict[str, Any],
+    assignments: Iterable[str | Override],
+    sources: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Return a copy of ``config`` with ``key.path=value`` assignments applied.
 
     Only existing keys may be set (typos are errors that list the valid keys), except below
-    ``detector.overrides`` where any builder argument may be given.
+    ``detector.overrides`` where any builder argument may be given. ``sources`` (when given)
+    receives the option that set each dotted key.
     """
     out = copy.deepcopy(config)
-    for assignment in assignments:
+    for item in assignments:
+        item = item if isinstance(item, Override) else Override(item)
+        assignment = item.assignment
         key, sep, value = assignment.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.iterations=200")
+            raise ValueError(f"--set {assignment!r}: expected KEY=VALUE, e.g. "
+                             "train.iterations=200")
         parts = key.strip().split(".")
         node = out
         for depth, part in enumerate(parts[:-1]):
@@ -80,11 +100,21 @@ def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[
                 f"--set {key}: unknown key {leaf!r}; valid keys here: {', '.join(sorted(node))}"
             )
         node[leaf] = _parse_value(value.strip())
+        if sources is not None:
+            sources[".".join(parts)] = str(item)
     return out
 
 
-def resolve(profile: str | Path, assignments: Iterable[str] = (), **fields: Any) -> dict[str, Any]:
-    """Profile + ``--set`` overrides + top-level fields (cohort, variant, model, seed, ...)."""
-    config = apply_overrides(load_profile(profile), assignments)
+def resolve(
+    profile: str | Path, assignments: Iterable[str | Override] = (), **fields: Any
+) -> dict[str, Any]:
+    """Profile + ``--set`` overrides, validated, + top-level fields (cohort, variant, model,
+    seed, ...); a ValueError names each bad setting and the option or file it came from."""
+    from benchmark.settings import check  # pydantic: imported when a command needs it
+
+    loaded = load_profile(profile)
+    sources: dict[str, str] = {}
+    config = apply_overrides(loaded, assignments, sources)
+    check(config, f"profile {loaded['profile']}", sources)
     config.update({k: v for k, v in fields.items() if v is not None})
     return config

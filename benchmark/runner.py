@@ -22,11 +22,12 @@ from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, r
 from benchmark.analysis.published import AVERAGE
 from benchmark.analysis.published import METRICS as PAPER_CELLS
 from benchmark.analysis.runs import load_runs
-from benchmark.atomic import atomic_path, read_json, write_json
+from benchmark.atomic import read_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
 from benchmark.names import check_name
+from benchmark.outputs import save_csv, save_json
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -37,6 +38,7 @@ from benchmark.training import (
     predict,
     train,
 )
+from benchmark.training_progress import ProgressDisplay
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +223,11 @@ def is_finished(config: dict[str, Any]) -> bool:
     return (unit_dir(config) / METRICS).exists()
 
 
-def run_unit(config: dict[str, Any]) -> Path:
+def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) -> Path:
     """Train and evaluate one unit; a finished unit is skipped, a killed one resumes.
 
     Writes ``config.json`` first, ``metrics.json`` last (its presence means finished).
+    ``progress``: where training shows its progress (default: nowhere).
     """
     run_dir = unit_dir(config)
     if (run_dir / CONFIG).exists():
@@ -232,8 +235,8 @@ def run_unit(config: dict[str, Any]) -> Path:
         if (run_dir / METRICS).exists():
             return run_dir
     else:
-        write_json(run_dir / CONFIG, config)
-    result = train(config, run_dir)
+        save_json(run_dir / CONFIG, config, "run's settings")
+    result = train(config, run_dir, progress=progress)
     device = pick_device(config["train"]["device"])
     best = load_checkpoint(run_dir / CHECKPOINTS / BEST)
     size = config["detector"]["input_size"]
@@ -248,8 +251,7 @@ def run_unit(config: dict[str, Any]) -> Path:
         frame = predict(
             model, LesionSliceDataset(cohort, split, size), device, ev["batch_size"], amp
         )
-        with atomic_path(run_dir / f"predictions_{split}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
+        save_csv(run_dir / f"predictions_{split}.csv", frame, f"{split} predictions")
         metrics[split] = evaluate_frame(
             frame,
             bootstrap=ev["bootstrap"],
@@ -264,7 +266,7 @@ def run_unit(config: dict[str, Any]) -> Path:
         seconds=result["seconds"],
         device=str(device),
     )
-    write_json(run_dir / METRICS, metrics)
+    save_json(run_dir / METRICS, metrics, "metrics")
     return run_dir
 
 

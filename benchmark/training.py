@@ -35,11 +35,13 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 import models
-from benchmark.atomic import atomic_path, read_json, write_json
+from benchmark.atomic import read_json
 from benchmark.augment import SSDAugment
 from benchmark.cohort import open_variant
 from benchmark.dataset import LesionSliceDataset, collate
 from benchmark.evaluation import evaluate_frame
+from benchmark.outputs import save_csv, save_json, save_torch
+from benchmark.training_progress import ProgressDisplay, TrainingProgress, unit_label
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,8 @@ def model_overrides(config: dict[str, Any], run_dir: Path, train_set: LesionSlic
             from models.anchor_opt import optimise_anchors
 
             scales, ratios = optimise_anchors(train_set.boxes(), seed=config["seed"])
-            write_json(path, {"anchor_scales": list(scales), "anchor_ratios": list(ratios)})
+            anchors = {"anchor_scales": list(scales), "anchor_ratios": list(ratios)}
+            save_json(path, anchors, "optimised anchors")
         overrides.update(read_json(path))
     return overrides
 
@@ -146,15 +149,9 @@ def datasets(config: dict[str, Any]) -> dict[str, LesionSliceDataset]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically; a full disk ends with a message, the old file intact."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except OSError as err:
-        raise OSError(
-            f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space and rerun "
-            "the same command to resume from the previous checkpoint"
-        ) from None
+    """Write ``state`` atomically; a full disk ends with a message naming the file, the old
+    file intact (a rerun resumes from it)."""
+    save_torch(path, state, "checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -231,11 +228,15 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 
 
 def train(
-    config: dict[str, Any], run_dir: str | Path, stop_at: int | None = None
+    config: dict[str, Any],
+    run_dir: str | Path,
+    stop_at: int | None = None,
+    progress: ProgressDisplay | None = None,
 ) -> dict[str, Any]:
     """Train one (model, variant, seed) unit into ``run_dir``; resumes from ``last.pt``.
 
     ``stop_at`` ends the loop early (after checkpointing) at that iteration, as a kill would.
+    ``progress``: where to show iteration, loss, images/s and ETA (default: nowhere).
     Returns ``best_iteration``, ``best_score``, ``images_per_second``, ``seconds``, ``iteration``.
     """
     run_dir = Path(run_dir)
@@ -292,7 +293,9 @@ def train(
         persistent_workers=False,
     )
     board = _tensorboard(run_dir)
-    log_rows: list[dict] = list(state["log"])
+    meter = None if progress is None else TrainingProgress(
+        progress, unit_label(config), state["iteration"], stop, tc["log_every"])
+    log_rows = [_renamed_losses(row) for row in state["log"]]
     it = state["iteration"]
     window = {"seconds": 0.0, "images": 0}
     tick = time.perf_counter()
@@ -342,13 +345,17 @@ def train(
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_per_second": window["images"] / max(window["seconds"], 1e-9),
             }
-            row.update({f"loss_{k}": v.item() for k, v in losses.items()})
+            row.update({loss_column(k): v.item() for k, v in losses.items()})
             log_rows.append(row)
+            if meter:
+                meter.step(it, row["loss"], row["images_per_second"])
             if board:
                 for key, value in row.items():
                     if key != "iteration":
                         board.add_scalar(f"train/{key}", value, it)
             window = {"seconds": 0.0, "images": 0}
+        elif meter:
+            meter.step(it)
         if it % tc["val_every"] == 0 or it == total:
             clock()
             scores = quick_metrics(
@@ -385,6 +392,8 @@ def train(
             tick = time.perf_counter()
     if board:
         board.close()
+    if meter:
+        meter.close()
     state["iteration"] = it
     return {
         "iteration": it,
@@ -395,9 +404,20 @@ def train(
     }
 
 
+def loss_column(term: str) -> str:
+    """The log column of a loss term: ``loss_classifier`` for a model's ``loss_classifier``
+    (torchvision's naming), ``loss_heat`` for ``heat``."""
+    return term if term.startswith("loss_") else f"loss_{term}"
+
+
+def _renamed_losses(row: dict[str, Any]) -> dict[str, Any]:
+    """A log row saved before :func:`loss_column` (``loss_loss_conf``), as it is named now."""
+    return {k.removeprefix("loss_") if k.startswith("loss_loss_") else k: v
+            for k, v in row.items()}
+
+
 def _write_log(run_dir: Path, rows: list[dict]) -> None:
-    with atomic_path(run_dir / TRAIN_LOG) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    save_csv(run_dir / TRAIN_LOG, pd.DataFrame(rows), "training log")
 
 
 def _tensorboard(run_dir: Path):

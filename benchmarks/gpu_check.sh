@@ -32,7 +32,8 @@ python -m benchmark data synth --out "$out/cohort" --patients "${PATIENTS:-8}" \
 for model in gssd gssd_pp; do
     # shellcheck disable=SC2086
     python -m benchmark train --cohort "$out/cohort" --model "$model" --profile paper \
-        --iterations "$iterations" --device "$device" --out "$out/runs" ${TRAIN_ARGS:-}
+        --iterations "$iterations" --set 'train.milestones=[]' --device "$device" \
+        --out "$out/runs" ${TRAIN_ARGS:-}
 done
 
 python - "$out" <<'EOF' | tee "$out/summary.txt"

@@ -54,6 +54,28 @@ def _quiet_swig() -> Iterator[None]:
         yield
 
 
+class ElastixError(RuntimeError):
+    """elastix or transformix could not register or warp a slice.
+
+    Both bindings report a failure inside the library (e.g. "Too many samples map outside
+    moving image buffer") as the RuntimeError that ITK's exceptions become in Python:
+    itk-elastix as ``ITK ERROR: ElastixRegistrationMethod(...): Internal elastix error``,
+    SimpleElastix as ``Exception thrown in SimpleITK ElastixImageFilter_Execute``. Only calls
+    into the library are wrapped (:func:`elastix_call`), so this is the one error a
+    registration stage may treat as a failed slice; anything else is a bug and propagates.
+    """
+
+
+@contextlib.contextmanager
+def elastix_call() -> Iterator[None]:
+    """Turn the RuntimeError of an elastix / transformix call into :class:`ElastixError`."""
+    try:
+        yield
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise ElastixError(lines[-1] if lines else type(err).__name__) from err
+
+
 @dataclass
 class SliceRegistration:
     """One moving slice registered to its fixed slice.
@@ -147,13 +169,14 @@ class ItkElastixBackend:
         names = DEFAULT_MAPS[method][1:] if initial else DEFAULT_MAPS[method]
         extra = {} if initial is None else {
             "initial_transform_parameter_object": self._parameter_object(initial)}
-        result, transform = self.itk.elastix_registration_method(
-            self._image(fixed, spacing),
-            self._image(moving, spacing),
-            parameter_object=self._parameters(names, float(moving.min())),
-            log_to_console=False,
-            **extra,
-        )
+        with elastix_call():
+            result, transform = self.itk.elastix_registration_method(
+                self._image(fixed, spacing),
+                self._image(moving, spacing),
+                parameter_object=self._parameters(names, float(moving.min())),
+                log_to_console=False,
+                **extra,
+            )
         # with an initial transform object, the returned transform holds its maps too
         return SliceRegistration(self.itk.array_from_image(result).astype(np.float32),
                                  (transform, spacing))
@@ -168,7 +191,8 @@ class ItkElastixBackend:
             {**pmap, "FinalBSplineInterpolationOrder": ["0"], "DefaultPixelValue": ["0"]}
             for pmap in self.transform_maps(reg)
         ])
-        warped = self.itk.transformix_filter(self._image(mask, reg.transform[1]), nearest)
+        with elastix_call():
+            warped = self.itk.transformix_filter(self._image(mask, reg.transform[1]), nearest)
         return _to_binary(self.itk.array_from_image(warped))
 
     def displacement(self, reg: SliceRegistration) -> np.ndarray:
@@ -183,7 +207,8 @@ class ItkElastixBackend:
         # transformix writes deformationField.nii into its output directory (default: cwd)
         with tempfile.TemporaryDirectory(prefix="phasebench-transformix-") as out:
             transformix.SetOutputDirectory(out)
-            transformix.Update()
+            with elastix_call():
+                transformix.Update()
             field = self.itk.array_from_image(transformix.GetOutputDeformationField())
         return field[..., ::-1].astype(np.float32)  # (dy, dx) in mm
 
@@ -240,7 +265,8 @@ class SimpleElastixBackend:
             filt.SetFixedImage(self._image(fixed, spacing))
             filt.SetMovingImage(self._image(moving, spacing))
             filt.SetParameterMap(maps)
-            filt.Execute()
+            with elastix_call():
+                filt.Execute()
             warped = self.sitk.GetArrayFromImage(filt.GetResultImage()).astype(np.float32)
             transform = [self.sitk.ParameterMap(dict(m)) for m in filt.GetTransformParameterMap()]
         return SliceRegistration(warped, (transform, spacing))
@@ -258,7 +284,8 @@ class SimpleElastixBackend:
             filt.SetMovingImage(self._image(image, spacing))
             filt.SetTransformParameterMap(maps)
             filt.SetComputeDeformationField(not nearest)
-            filt.Execute()
+            with elastix_call():
+                filt.Execute()
             if nearest:
                 return self.sitk.GetArrayFromImage(filt.GetResultImage())
             return self.sitk.GetArrayFromImage(filt.GetDeformationField())

@@ -3,8 +3,9 @@
 Only the slices the detector dataset can touch are registered: slices whose lesion mask is
 non-empty plus their ``z-1`` / ``z+1`` neighbours (the detector input stacks three adjacent
 slices). Every other slice is copied unregistered and logged with status ``copied``. A slice
-whose registration fails (exception, non-finite output) is kept unregistered, logged with
-status ``failed`` and listed in the patient's ``meta["registration"]["failed"]``.
+whose registration fails (:class:`~registration.backends.ElastixError`: elastix itself failed
+or gave non-finite output) is kept unregistered, logged with status ``failed`` and listed in the
+patient's ``meta["registration"]["failed"]``; any other exception is a bug and propagates.
 
 Every slice's transform is saved with the variant (:mod:`registration.transforms`). A
 ``nonrigid`` run starts from the saved ``affine`` transforms of the same slices when the
@@ -23,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +45,7 @@ from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Pa
 from registration.backends import (
     METHODS,
     Backend,
+    ElastixError,
     ParameterMap,
     SliceRegistration,
     check_backend,
@@ -112,7 +116,7 @@ def residual_displacement(
 
 def _check(reg: SliceRegistration) -> None:
     if not np.isfinite(reg.warped).all():
-        raise FloatingPointError("registration produced non-finite intensities")
+        raise ElastixError("registration produced non-finite intensities")
 
 
 class RegisteredPatient(NamedTuple):
@@ -178,7 +182,7 @@ def register_patient(
                     if disp and phase in disp else None
                 )
                 maps = backend.transform_maps(reg)
-            except Exception as err:  # logged and flagged; the slice stays unregistered
+            except ElastixError as err:  # logged and flagged; the slice stays unregistered
                 row.update(status="failed", error=f"{type(err).__name__}: {err}"[:300])
                 failed.append([z, phase])
             else:
@@ -247,9 +251,11 @@ def _rows_csv(rows: list[dict[str, Any]]) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(backend: str | Backend, threads: int) -> None:
+def _init_worker(backend: str | Backend, threads: int, ticks: Any = None) -> None:
+    """Load the backend once per process; ``ticks``: a queue told of every registered slice."""
     set_threads(threads, backend if isinstance(backend, str) else backend.name)
     _WORKER["backend"] = get_backend(backend) if isinstance(backend, str) else backend
+    _WORKER["on_slice"] = None if ticks is None else functools.partial(ticks.put, None)
 
 
 def _run_patient(
@@ -258,6 +264,7 @@ def _run_patient(
 ) -> tuple[str, list[dict[str, Any]], float]:
     start = time.perf_counter()
     backend = _WORKER["backend"]
+    on_slice = on_slice or _WORKER.get("on_slice")
     patient = Cohort(source).load(pid, liver=True, displacement=True)
     fingerprint = data_fingerprint(patient)
     initial = (reusable_affine(source, pid, fingerprint, backend) if method == "nonrigid"
@@ -279,8 +286,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class WorkerPool(ProcessPoolExecutor):
+    """Registration processes that put one item on :attr:`ticks` per registered slice, so
+    progress moves per slice, not per patient."""
+
+    def __init__(self, workers: int, backend: str | Backend, threads: int):
+        context = get_context("spawn")
+        self.ticks = context.SimpleQueue()
+        super().__init__(workers, mp_context=context, initializer=_init_worker,
+                         initargs=(backend, threads, self.ticks))
+
+
 @contextlib.contextmanager
-def worker_pool(workers: int, backend: str = "itk-elastix") -> Iterator[ProcessPoolExecutor | None]:
+def worker_pool(workers: int, backend: str = "itk-elastix") -> Iterator[WorkerPool | None]:
     """Processes to share between several :func:`register_variant` calls (``pool=``), so each
     worker loads ITK once; ``None`` for one worker. Workers start on the first task."""
     if workers < 1:
@@ -288,9 +306,7 @@ def worker_pool(workers: int, backend: str = "itk-elastix") -> Iterator[ProcessP
     if workers == 1:
         yield None
         return
-    threads = max(1, available_cores() // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(backend, threads)) as pool:
+    with WorkerPool(workers, backend, max(1, available_cores() // workers)) as pool:
         yield pool
 
 
@@ -340,16 +356,14 @@ def register_variant(
             for pid in executor.register_patients(source.root, writer, todo, variant, backend):
                 bar.update(counts[pid])
         elif pool is not None and todo:
-            _run_in_pool(pool, source.root, writer, todo, variant,
-                         lambda pid: bar.update(counts[pid]))
+            _run_in_pool(pool, source.root, writer, todo, variant, bar, counts)
         elif workers == 1 or len(todo) <= 1 or not isinstance(backend, str):
             _init_worker(backend, threads)
-            for pid in todo:  # progress per slice here, per patient with several workers
+            for pid in todo:
                 _run_patient(source.root, writer, pid, variant, on_slice=lambda: bar.update(1))
         else:
             with worker_pool(workers, backend) as own:
-                _run_in_pool(own, source.root, writer, todo, variant,
-                             lambda pid: bar.update(counts[pid]))
+                _run_in_pool(own, source.root, writer, todo, variant, bar, counts)
     finally:
         bar.close()
     cohort = writer.finish(order=source.patient_ids)
@@ -359,11 +373,22 @@ def register_variant(
 
 def _run_in_pool(
     pool: ProcessPoolExecutor, source: Path, writer: CohortWriter, todo: list[str], method: str,
-    done: Callable[[str], Any],
+    bar: Any, counts: dict[str, int],
 ) -> None:
-    futures = [pool.submit(_run_patient, source, writer, pid, method) for pid in todo]
-    for future in as_completed(futures):
-        done(future.result()[0])
+    """Run ``todo`` in ``pool``; ``bar`` moves per slice with a :class:`WorkerPool`, else per
+    patient (``counts``: touched slices per patient)."""
+    ticks = getattr(pool, "ticks", None)
+    pending = {pool.submit(_run_patient, source, writer, pid, method) for pid in todo}
+    while pending:
+        finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        # a worker puts a slice's tick before its patient's result: none is left behind
+        while ticks is not None and not ticks.empty():
+            ticks.get()
+            bar.update(1)
+        for future in finished:
+            pid = future.result()[0]
+            if ticks is None:
+                bar.update(counts[pid])
 
 
 def _lesion(source: Cohort, pid: str) -> np.ndarray:
@@ -375,7 +400,10 @@ def _lesion(source: Cohort, pid: str) -> np.ndarray:
 def _progress(total: int, variant: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"register {variant}", unit="slice", disable=not enabled)
+    # per slice with an ETA; off a terminal (a log file) at most one update a minute
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=f"register {variant}", unit="slice", disable=not enabled,
+                mininterval=0.1 if interactive else 60.0)
 
 
 def _merge_logs(root: Path, order: list[str]) -> None:

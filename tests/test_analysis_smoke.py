@@ -32,8 +32,9 @@ class IdentityBackend:
     """A registration that changes nothing (displacement zero)."""
 
     name = "identity"
+    reuses_affine = False
 
-    def register(self, fixed, moving, spacing, method):
+    def register(self, fixed, moving, spacing, method, initial=None):
         from registration.backends import SliceRegistration
 
         return SliceRegistration(np.asarray(moving, np.float32).copy(), None)
@@ -44,15 +45,20 @@ class IdentityBackend:
     def displacement(self, reg):
         return np.zeros((*reg.warped.shape, 2), np.float32)
 
+    def transform_maps(self, reg):
+        return [{"Transform": ["TranslationTransform"], "TransformParameters": ["0", "0"]}]
+
 
 def test_smoke_run_folder_end_to_end(tmp_path: Path):
     from tiny_cohort import make_cohort
 
-    from registration.stage import register_variant
+    from registration.stage import read_log, register_variant
 
     cohort = tmp_path / "cohort"
     make_cohort(cohort, patients=6, size=64, slices=4)
     register_variant(cohort, "rigid", backend=IdentityBackend(), progress=False)
+    status = set(read_log(cohort, "rigid")["status"])
+    assert "failed" not in status and "registered" in status, status
     runs = tmp_path / "runs"
     for variant in ("unregistered", "rigid"):
         args = ["train", "--cohort", str(cohort), "--variant", variant, "--model", "ssd"]

@@ -176,7 +176,7 @@ def test_registration_through_ray_equals_local(ray_local, tmp_path):
     logs = [pd.read_csv(variant_dir(r, "rigid") / "registration_log.csv").drop(columns="seconds")
             for r in roots]
     pd.testing.assert_frame_equal(*logs)
-    assert (logs[0]["status"] == "registered").any()
+    assert "failed" not in set(logs[0]["status"]) and (logs[0]["status"] == "registered").any()
 
 
 def test_failed_unit_is_reported_and_the_others_go_on(cohort, tmp_path):

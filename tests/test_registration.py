@@ -20,6 +20,7 @@ from benchmark.cohort import CohortError, CohortWriter, open_variant, variant_di
 from benchmark.phantom import PhantomConfig, synthesize
 from registration import VARIANTS, alignment_table, register_variant
 from registration.backends import (
+    ElastixError,
     SliceRegistration,
     get_backend,
     set_threads,
@@ -82,7 +83,9 @@ class FakeBackend:
         self.initial.append(initial)
         how = self.fail.get(self.calls)
         if how == "raise":
-            raise RuntimeError("elastix exploded")
+            raise ElastixError("elastix exploded")
+        if how == "bug":
+            raise TypeError("a programming error")
         if how == "interrupt":
             raise KeyboardInterrupt
         warped = np.full_like(moving, np.nan) if how == "nan" else moving.copy()
@@ -152,8 +155,9 @@ def test_nonrigid_reuses_affine_only_for_the_same_images(tmp_path):
     backend = FakeBackend(reuses_affine=True)
     register_variant(tmp_path / "c", "nonrigid", backend=backend, progress=False)
     assert backend.initial == [affine[key] for key in sorted(affine, key=_log_order)]
-    assert read_log(tmp_path / "c", "nonrigid").query("status == 'registered'")[
-        "initial"].eq("affine").all()
+    log = read_log(tmp_path / "c", "nonrigid")
+    assert "failed" not in set(log["status"]) and "registered" in set(log["status"])
+    assert log.query("status == 'registered'")["initial"].eq("affine").all()
     # a backend that cannot start from them: the whole sequence runs
     backend = FakeBackend()
     shutil.rmtree(variant_dir(tmp_path / "c", "nonrigid"))
@@ -248,6 +252,9 @@ def project_phantom(tmp_path_factory) -> Path:
 def test_table2_order_on_the_project_phantom(project_phantom):
     # the issue's order on the default phantom; docs/registration.md has the 8-patient table
     table = alignment_table(project_phantom).set_index("variant")
+    for variant in VARIANTS:
+        status = set(read_log(project_phantom, variant)["status"])
+        assert "failed" not in status and "registered" in status
     dice = table["liver_dice"]
     assert dice["unregistered"] + 0.02 < dice["rigid"] <= dice["affine"] + 0.001
     assert dice["affine"] < dice["nonrigid"]
@@ -266,12 +273,39 @@ def test_cli_prints_table_and_timing(registered, capsys):
 
 def test_progress_is_reported_per_touched_slice():
     patient = make_patient("p", 0, size=48, slices=5, lesion_slices=(3,))
+    patient.displacement = None  # the fake backend computes none
     ticks = []
     _, rows, _ = register_patient(
         patient, "rigid", FakeBackend(), on_slice=lambda: ticks.append(1)
     )
     assert len(ticks) == 3  # slices 2, 3, 4
     assert [r["slice"] for r in rows if r["status"] == "copied"] == [0, 0, 0, 1, 1, 1]
+    assert [r["slice"] for r in rows if r["status"] == "registered"] == [2] * 3 + [3] * 3 + [4] * 3
+
+
+class _Bar:
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def update(self, n: int) -> None:
+        self.steps.append(n)
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_moves_per_slice_with_worker_processes(tmp_path, monkeypatch):
+    from shift_backend import ShiftBackend
+
+    from registration import stage
+
+    _fake_cohort(tmp_path / "c", n=2)
+    bar = _Bar()
+    monkeypatch.setattr(stage, "_progress", lambda total, variant, enabled: bar)
+    with stage.WorkerPool(2, ShiftBackend(), threads=1) as pool:
+        register_variant(tmp_path / "c", "rigid", backend=ShiftBackend(), pool=pool)
+    assert bar.steps == [1] * 2 * 3  # 2 patients x 3 touched slices, each as it finishes
+    assert set(read_log(tmp_path / "c", "rigid")["status"]) == {"registered"}
 
 
 def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
@@ -286,6 +320,29 @@ def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
     assert len(patient.meta["registration"]["failed"]) == 2
     for z, phase in patient.meta["registration"]["failed"]:
         np.testing.assert_array_equal(patient.phases[phase][z], source.phases[phase][z])
+
+
+def test_a_programming_error_is_not_a_failed_slice(tmp_path):
+    _fake_cohort(tmp_path / "c", n=1)
+    with pytest.raises(TypeError, match="a programming error"):
+        register_variant(tmp_path / "c", "rigid", backend=FakeBackend(fail={2: "bug"}),
+                         progress=False)
+    assert not (variant_dir(tmp_path / "c", "rigid") / "patients" / "p0").exists()
+
+
+def test_elastix_failure_is_logged_per_slice(itk_backend):
+    """Real elastix on a NaN moving slice: its RuntimeError becomes one failed slice."""
+    patient = make_patient("e", 4, size=48, slices=3, lesion_slices=(1,))
+    patient.phases["arterial"][1] = np.nan
+    with pytest.raises(ElastixError, match="elastix"):
+        itk_backend.register(patient.phases["portal"][1], patient.phases["arterial"][1],
+                             (8.0, 8.0), "rigid")
+    _, rows, _ = register_patient(patient, "rigid", itk_backend)
+    status = {(r["slice"], r["phase"]): r["status"] for r in rows if r["status"] != "copied"}
+    assert status.pop((1, "arterial")) == "failed"
+    assert set(status.values()) == {"registered"} and len(status) == 3 * 3 - 1
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["error"].startswith("ElastixError: ") and "elastix" in failed["error"]
 
 
 def test_table2_without_displacement_or_liver_masks(tmp_path):

@@ -64,7 +64,7 @@ def test_loop_learns_lesions(cohort, tmp_path):
     cfg = config(
         cohort,
         "train.iterations=150",
-        "train.milestones=[150]",
+        "train.milestones=[]",
         "train.augment=false",
         "train.batch_size=8",
         "train.val_every=150",
@@ -116,7 +116,7 @@ def test_full_disk_leaves_previous_checkpoint(cohort, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match="cannot write checkpoint.*No space left"):
+    with pytest.raises(OSError, match="cannot write the checkpoint.*No space left"):
         train(cfg, tmp_path)
     assert (tmp_path / CHECKPOINTS / LAST).read_bytes() == before
     assert not list((tmp_path / CHECKPOINTS).glob("*.tmp"))
@@ -141,3 +141,28 @@ def test_dc_group_keeps_its_lr_ratio_through_the_schedule(cohort, tmp_path, monk
     state = load_checkpoint(tmp_path / CHECKPOINTS / LAST)["optimizer"]
     lrs = [g["lr"] for g in state["param_groups"]]
     np.testing.assert_allclose(lrs, [0.001, 0.0001])
+
+
+def test_log_names_each_loss_term_once_also_after_resuming_an_old_log(
+    cohort, tmp_path, monkeypatch
+):
+    loss = tiny_detector.TinyDetector._loss
+
+    def torchvision_style(self, *args):  # torchvision's detectors name their terms loss_...
+        parts = loss(self, *args)
+        return {"loss_classifier": parts["heat"], "size": parts["size"]}
+
+    monkeypatch.setattr(tiny_detector.TinyDetector, "_loss", torchvision_style)
+    cfg = config(cohort)
+    train(cfg, tmp_path, stop_at=4)
+    last = tmp_path / CHECKPOINTS / LAST
+    saved = load_checkpoint(last)  # as an earlier version logged it: loss_<term> for every term
+    saved["log"] = [{("loss_" + k if k.startswith("loss_c") else k): v for k, v in row.items()}
+                    for row in saved["log"]]
+    assert "loss_loss_classifier" in saved["log"][0]
+    torch.save(saved, last)
+    train(cfg, tmp_path, stop_at=8)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    terms = [c for c in log.columns if c.startswith("loss_")]
+    assert terms == ["loss_classifier", "loss_size"]
+    assert log["loss_classifier"].notna().sum() == log["loss"].notna().sum() == 4

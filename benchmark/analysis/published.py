@@ -6,6 +6,7 @@ One row per model x registration x split x metric with the printed value and its
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
@@ -55,9 +56,16 @@ COLUMNS = (
 
 
 def published_dir() -> Path:
-    """``$PHASEBENCH_PUBLISHED`` if set, else ``results/published`` of this checkout."""
+    """``$PHASEBENCH_PUBLISHED`` if set; else the tables installed with the package
+    (``benchmark/published/``, found through ``importlib.resources``); else, in a source
+    checkout, ``results/published/`` (where the installed copy comes from, see setup.py)."""
     env = os.environ.get("PHASEBENCH_PUBLISHED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "results" / "published"
+    if env:
+        return Path(env)
+    installed = importlib.resources.files("benchmark") / "published"
+    if isinstance(installed, Path) and installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "results" / "published"
 
 
 def load_table(name: str, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:

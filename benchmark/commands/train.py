@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import textwrap
 from pathlib import Path
 
 from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
 from benchmark.commands import add_model_module_arg, load_model_modules
-from benchmark.config import DEFAULT_PROFILE, profile_names, resolve
+from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
+from benchmark.training_progress import ProgressDisplay
 
 ORDER = 30
 
@@ -49,11 +52,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    sets = list(args.assignments)
+    """The validated profile with ``--set`` and the shortcut options applied."""
+    sets: list[str | Override] = list(args.assignments)
     if args.iterations is not None:
-        sets.append(f"train.iterations={args.iterations}")
+        sets.append(Override(f"train.iterations={args.iterations}",
+                             f"--iterations {args.iterations}"))
     if args.device:
-        sets.append(f'train.device="{args.device}"')
+        sets.append(Override(f"train.device={json.dumps(args.device)}", f"--device {args.device}"))
     return resolve(args.profile, sets)
 
 
@@ -116,17 +121,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
     runner.set_threads(base)
     runner.check_variant(args.variant)
     seed = args.seed if args.seed is not None else base["seeds"][0]
+    check_seeds([seed], "--seed")
     config = runner.unit_config(
         base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
     )
     with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
-        run_dir = runner.run_unit(config)
+        run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
     metrics = read_json(run_dir / runner.METRICS)
     for split in runner.SPLITS:
         values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
@@ -137,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
@@ -144,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.check_variant(args.variant)
     names = runner.parse_models(args.models)
     seeds = args.seeds or base["seeds"]
+    check_seeds(seeds, "--seeds")
     ap, dirs = runner.run_matrix(
         base,
         args.variant,

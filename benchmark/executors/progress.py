@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmark.training_progress import duration
+
 
 class MatrixProgress:
     """Counts units as they finish and prints one line per event.
@@ -36,7 +38,7 @@ class MatrixProgress:
 
     def status(self) -> str:
         eta = self.eta_seconds()
-        text = "?" if eta is None else _duration(eta)
+        text = "?" if eta is None else duration(eta)
         finished = self.done + self.skipped
         return (
             f"{finished}/{self.total} done ({self.skipped} skipped), {self.running} running, "
@@ -63,7 +65,7 @@ class MatrixProgress:
     def on_done(self, label: str, seconds: float) -> None:
         self.done += 1
         self.running = max(0, self.running - 1)
-        self.report(f"{label}: done in {_duration(seconds)}  [{self.status()}]")
+        self.report(f"{label}: done in {duration(seconds)}  [{self.status()}]")
 
     def on_failed(self, label: str, log: Path, error: str) -> None:
         self.failed += 1
@@ -72,17 +74,9 @@ class MatrixProgress:
         self.report(f"{label}: FAILED ({error}); log: {log}  [{self.status()}]")
 
     def finish(self) -> None:
-        elapsed = _duration(self.clock() - self.start)
+        elapsed = duration(self.clock() - self.start)
         self.report(
             f"matrix: {self.done} trained, {self.skipped} skipped, {self.failed} failed "
             f"in {elapsed}"
         )
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

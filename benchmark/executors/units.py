@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.executors.locks import RunLock
+from benchmark.training_progress import ProgressDisplay, unit_label
 
 UNIT_LOG = "unit.log"
 
@@ -35,7 +38,7 @@ class UnitOutcome:
 
 def label(config: dict[str, Any]) -> str:
     """``model / variant / seed k`` of a unit config."""
-    return f"{config['model']} / {config['variant']} / seed {config['seed']}"
+    return unit_label(config)
 
 
 def log_path(config: dict[str, Any]) -> Path:
@@ -86,7 +89,8 @@ def train_unit(
     the lock); an unfinished one resumes from its checkpoint (``benchmark.runner.run_unit``).
     ``model_modules`` are imported first, so detectors registered by ``--model-module`` exist
     in worker processes too. Raises :class:`~benchmark.executors.locks.RunLocked` when another
-    live worker holds the run.
+    live worker holds the run. Training progress goes to this process's stderr (not the unit
+    log): a bar on a terminal, lines in a worker process that shares it with others.
     """
     from benchmark import runner
     from models.registry import load_module
@@ -95,13 +99,14 @@ def train_unit(
         load_module(module)
     run_dir = runner.unit_dir(config)
     start = time.perf_counter()
+    progress = ProgressDisplay(sys.stderr, bar=False if multiprocessing.parent_process() else None)
     if runner.is_finished(config):
         return UnitOutcome(run_dir, True, 0.0)
     with RunLock(run_dir, wait=lock_wait), unit_log(run_dir / UNIT_LOG):
         if runner.is_finished(config):
             return UnitOutcome(run_dir, True, 0.0)
         runner.set_threads(config)
-        runner.run_unit(config)
+        runner.run_unit(config, progress)
     return UnitOutcome(run_dir, False, time.perf_counter() - start)
 
 
