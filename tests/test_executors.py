@@ -32,6 +32,7 @@ from benchmark.executors import (
     RunLocked,
     make_executor,
     read_owner,
+    units,
 )
 from registration import register_variant
 
@@ -261,3 +262,15 @@ def test_without_ray_the_executor_says_how_to_install(monkeypatch, cohort, tmp_p
     assert not any(tmp_path.iterdir())  # nothing ran
     with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
         make_executor("local", "auto")
+
+
+def test_retried_registration_task_of_a_written_patient_returns_at_once(tmp_path):
+    class Written:  # a CohortWriter whose patient p0 is already complete
+        root = tmp_path / "variant"
+
+        @staticmethod
+        def done() -> set[str]:
+            return {"p0"}
+
+    missing_source = str(tmp_path / "no-such-cohort")  # any real work would fail on it
+    assert units.register_patient_unit(missing_source, Written(), "p0", "rigid", None, 1) == "p0"

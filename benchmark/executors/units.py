@@ -115,10 +115,13 @@ def register_patient_unit(
 ) -> str:
     """Register one patient into ``writer`` (a ``CohortWriter``); returns the patient id.
 
-    Idempotent: the patient folder is written atomically, so a retried task rewrites the same
-    complete folder and a killed one leaves nothing half-written.
+    Idempotent: the patient folder is written atomically, so a killed task leaves nothing
+    half-written, and a retried task whose patient was already written returns at once
+    (a finished patient folder is never replaced).
     """
     from registration import stage
 
+    if pid in writer.done():
+        return pid
     stage._init_worker(backend, threads)
     return stage._run_patient(Path(source_root), writer, pid, method)[0]
