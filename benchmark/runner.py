@@ -28,6 +28,7 @@ from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
 from benchmark.names import check_name
 from benchmark.outputs import save_csv, save_json
+from benchmark.phantom.config import PAPER_SPLITS
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -101,6 +102,8 @@ def default_cohort_dir(config: dict[str, Any], work: Path = DEFAULT_WORK) -> Pat
     name = f"synthetic-{ph['patients']}p-{ph['size']}px-{ph['slices']}z-seed{ph['seed']}"
     if ph.get("motion_mm") is not None:
         name += f"-motion{ph['motion_mm']:g}mm"
+    if ph.get("splits") and tuple(ph["splits"]) != PAPER_SPLITS:
+        name += "-split" + "-".join(str(v) for v in ph["splits"])
     return work / "cohorts" / name
 
 
@@ -119,7 +122,8 @@ def ensure_cohort(
         motion = DEFAULT_MOTION_MM if ph.get("motion_mm") is None else ph["motion_mm"]
         phantom = PhantomConfig(size=ph["size"], slices=ph["slices"], motion_mm=motion)
         log.info("creating the synthetic cohort %s", root)
-        synthesize(root, ph["patients"], ph["seed"], phantom, workers=ph["workers"])
+        splits = tuple(ph.get("splits") or PAPER_SPLITS)
+        synthesize(root, ph["patients"], ph["seed"], phantom, workers=ph["workers"], splits=splits)
     return root
 
 

@@ -36,7 +36,17 @@ class PhantomSettings(_Section):
     slices: Annotated[int, Field(ge=3, le=400)]
     motion_mm: Annotated[float, Field(ge=0, le=50)] | None
     seed: Seed
+    splits: list[Annotated[int, Field(ge=0)]] | None = None
     workers: Count
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            from benchmark.phantom.config import check_splits
+
+            check_splits(value)
+        return value
 
 
 class RegistrationSettings(_Section):

@@ -253,3 +253,25 @@ def test_same_seed_identical_bytes_whatever_the_workers(tmp_path):
     assert loaded.phases["arterial"].shape == (4, 48, 48) and set(loaded.displacement) == set(
         PHASES
     )
+
+
+def test_split_proportions_are_a_cohort_parameter(tmp_path):
+    from benchmark.commands.data_synth import _splits
+    from benchmark.runner import default_cohort_dir
+
+    config = PhantomConfig(size=48, slices=4, z_subsamples=1)
+    cohort = synthesize(tmp_path / "s", 6, 1, config, progress=False, splits=(2, 1, 3))
+    assert [len(cohort.split_ids(s)) for s in ("train", "val", "test")] == [2, 1, 3]
+    assert cohort.manifest["params"]["splits"] == [2, 1, 3]
+    paper = synthesize(tmp_path / "p", 3, 1, config, progress=False)
+    assert "splits" not in paper.manifest["params"]  # cohorts made before the option resume
+    with pytest.raises(ValueError, match="splits must be three whole numbers"):
+        synthesize(tmp_path / "x", 3, 1, config, progress=False, splits=(2, 1, 0))
+    assert _splits("10,4,6") == (10, 4, 6)
+    phantom = {"patients": 6, "size": 48, "slices": 4, "seed": 1, "motion_mm": None}
+    assert default_cohort_dir({"phantom": {**phantom, "splits": [2, 1, 3]}}).name.endswith(
+        "-split2-1-3"
+    )
+    assert default_cohort_dir({"phantom": {**phantom, "splits": [216, 54, 10]}}).name == (
+        "synthetic-6p-48px-4z-seed1"
+    )

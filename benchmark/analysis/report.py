@@ -110,6 +110,14 @@ def write_report(
             "<h2>Fig. 5: average sensitivity per model and registration method</h2>",
             f'<img alt="{stem}" src="data:image/png;base64,{data}">',
         ]
+    from benchmark.robustness.figure import ladder_figures
+
+    for path in ladder_figures(Path(runs_root)):
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts += [
+            f"<h2>Robustness ladder {html.escape(path.parent.name)}: AP against misalignment</h2>",
+            f'<img alt="robustness ladder" src="data:image/png;base64,{data}">',
+        ]
     parts += [
         "<h2>Missing</h2>",
         _list(result.missing, "missing") if result.missing else "<p>Nothing missing.</p>",

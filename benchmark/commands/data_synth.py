@@ -45,6 +45,15 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _splits(text: str) -> tuple[int, int, int]:
+    from benchmark.phantom.config import check_splits
+
+    try:
+        return check_splits([int(v) for v in text.split(",")])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from benchmark.phantom.config import DEFAULT_BULK_MM, DEFAULT_MOTION_MM
 
@@ -95,6 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(rotation ~0.3 degree per mm); 0 keeps wall and bones still (default: %(default)s)",
     )
     parser.add_argument(
+        "--splits",
+        type=_splits,
+        default=(216, 54, 10),
+        metavar="TR,VA,TE",
+        help="train,val,test proportions of the patients (default: the paper's 216,54,10; "
+        "every split gets at least one patient from 3 patients on)",
+    )
+    parser.add_argument(
         "--workers",
         type=_int_at_least(1),
         default=1,
@@ -134,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        splits=args.splits,
     )
     print(format_summary(summarize(cohort)))
     return 0

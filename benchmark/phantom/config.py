@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from benchmark import PHASES
+
 FOV_MM = 380.0
 """In-plane field of view; the pixel spacing is ``FOV_MM / size``."""
 
@@ -27,6 +29,26 @@ DEFAULT_BULK_MM = 3.0
 is drawn between 0.5x and 1.5x of it, the rotation with SD 0.3 degree per mm (0.9 degree)."""
 
 
+PAPER_SPLITS = (216, 54, 10)
+"""The paper's train / val / test patients (of 280)."""
+
+
+def check_splits(splits: tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
+    """Train/val/test proportions as a tuple of three non-negative integers, train and test > 0."""
+    values = tuple(splits)
+    if (
+        len(values) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        or values[0] == 0
+        or values[2] == 0
+    ):
+        raise ValueError(
+            f"splits must be three whole numbers train,val,test (train and test > 0), e.g. "
+            f"216,54,10; got {list(values)}"
+        )
+    return values  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """Geometry, motion and noise of generated patients.
@@ -37,6 +59,10 @@ class PhantomConfig:
     give perfectly aligned phases.
     ``noise_hu`` is the range the per-patient noise SD is drawn from. ``z_subsamples`` label
     samples per slice are averaged to give the partial-volume effect of 5 mm slices.
+    ``lesion_phase``: the phase whose lesion mask is stored. ``None`` (default) draws it per
+    patient with the paper's annotator frequencies, so the mask moves with that phase's motion;
+    ``"portal"`` keeps every label in the fixed frame whatever the motion (the robustness
+    ladder, :mod:`benchmark.robustness`). Neither choice changes any other draw.
     """
 
     size: int = 512
@@ -45,6 +71,7 @@ class PhantomConfig:
     bulk_mm: float = DEFAULT_BULK_MM
     noise_hu: tuple[float, float] = (10.0, 15.0)
     z_subsamples: int = 3
+    lesion_phase: str | None = None
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 2048:
@@ -62,6 +89,10 @@ class PhantomConfig:
             )
         if self.z_subsamples not in (1, 3, 5, 7, 9):
             raise ValueError(f"z_subsamples must be odd, 1 to 9, got {self.z_subsamples}")
+        if self.lesion_phase is not None and self.lesion_phase not in PHASES:
+            raise ValueError(
+                f"lesion_phase must be one of {', '.join(PHASES)} or None, got {self.lesion_phase!r}"
+            )
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -73,4 +104,6 @@ class PhantomConfig:
         """JSON-ready parameters (stored in the cohort manifest)."""
         data = asdict(self)
         data["noise_hu"] = list(self.noise_hu)
+        if self.lesion_phase is None:  # cohorts made before the field existed still resume
+            del data["lesion_phase"]
         return data

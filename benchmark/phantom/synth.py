@@ -14,7 +14,13 @@ import benchmark
 from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Cohort, CohortWriter, Patient, assign_splits
 from benchmark.phantom.anatomy import Anatomy, draw_anatomy
-from benchmark.phantom.config import FOV_MM, SLICE_MM, PhantomConfig
+from benchmark.phantom.config import (
+    FOV_MM,
+    PAPER_SPLITS,
+    SLICE_MM,
+    PhantomConfig,
+    check_splits,
+)
 from benchmark.phantom.enhancement import (
     LESION_TISSUES,
     N_TISSUES,
@@ -138,6 +144,10 @@ def make_patient(index: int, seed: int, config: PhantomConfig | None = None) -> 
 def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simulation:
     """:func:`make_patient` plus its ground-truth label maps (for tests and inspection)."""
     config = config or PhantomConfig()
+    # Random streams: ``rng`` draws anatomy, lesion, HU, breathing, annotated phase, noise level
+    # and texture in a fixed order and a fixed NUMBER of draws whatever ``motion_mm`` (motion
+    # only scales its draws), the bulk shift has its own stream and each phase's noise another:
+    # patients of the same (seed, index) differ only in their motion across motion settings.
     rng = np.random.default_rng([seed, index])
     anatomy = draw_anatomy(rng)
     z, y, x = _grid(config, float(rng.uniform(-12.0, 12.0)))
@@ -162,6 +172,7 @@ def simulate(index: int, seed: int, config: PhantomConfig | None = None) -> Simu
     lesion_phase = str(
         rng.choice(list(LESION_PHASE_COUNTS), p=np.array(list(LESION_PHASE_COUNTS.values())) / 280)
     )
+    lesion_phase = config.lesion_phase or lesion_phase  # drawn either way: later draws stay
     noise_sd = float(rng.uniform(*config.noise_hu))
     spleen = spleen_texture(rng)
     bulk_rng = np.random.default_rng([seed, index, 2])  # own stream: other draws stay as before
@@ -239,15 +250,19 @@ def synthesize(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    splits: tuple[int, int, int] = PAPER_SPLITS,
 ) -> Cohort:
     """Write a phantom cohort of ``patients`` patients to ``out`` and return it.
 
     Resumable: finished patients of an interrupted run with the same parameters are kept;
     different parameters are refused unless ``overwrite``. Output does not depend on ``workers``.
+    ``splits``: train/val/test proportions (:func:`~benchmark.cohort.assign_splits`; default the
+    paper's 216/54/10).
     """
     config = config or PhantomConfig()
     if patients < 1:
         raise ValueError(f"patients must be at least 1, got {patients}")
+    splits = check_splits(splits)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if seed < 0:
@@ -259,6 +274,8 @@ def synthesize(
         "generator_version": GENERATOR_VERSION,
         **config.params(),
     }
+    if splits != PAPER_SPLITS:  # cohorts with the paper's split keep their former params
+        params["splits"] = list(splits)
     writer = CohortWriter(
         out,
         name=out.name or "phantom",
@@ -271,10 +288,10 @@ def synthesize(
         overwrite=overwrite,
     )
     ids = [patient_id(i) for i in range(patients)]
-    splits = assign_splits(ids, seed)
+    split_of = assign_splits(ids, seed, splits)
     done = writer.done()
     todo = [i for i, pid in enumerate(ids) if pid not in done]
-    job = partial(_write_one, writer, seed, config, splits)
+    job = partial(_write_one, writer, seed, config, split_of)
     bar = tqdm(total=len(todo), desc="synthesising", unit="patient", disable=not progress)
     with bar:
         if workers > 1 and len(todo) > 1:

@@ -1,0 +1,225 @@
+"""AP along a misalignment ladder, mPC and rPC, with paired patient-bootstrap CIs.
+
+Robustness summaries as in the corruption-robustness literature for detection (Michaelis et
+al., 2019): ``mPC`` is the mean AP over the non-zero levels, ``rPC = mPC / AP(level 0)`` the
+share of the clean (perfectly aligned) performance that survives misalignment (1 = no loss).
+
+Uncertainty: every level holds the same test patients, so one bootstrap replicate draws the
+patients with replacement ONCE and re-weights the predictions of every level, model and seed
+with that draw (:func:`benchmark.evaluation.average_precision` with per-detection weights, the
+matching fixed per image). Level-to-level differences, mPC and rPC are therefore judged against
+the patient sample they share, not against independent draws. With several seeds the AP of a
+replicate is the mean over seeds (the CI covers the patient sample; ``seed_sd`` reports the
+spread over seeds). Intervals are 95% percentile intervals of the finite replicates; a value
+that cannot be formed (rPC with AP 0 at level 0) is NaN and printed as ``n/a``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.evaluation import PREDICTION_COLUMNS, Evaluator, average_precision, parse_metric
+
+LEVEL_COLUMNS = (
+    "model",
+    "level_mm",
+    "misalignment_mm",
+    "ap",
+    "ap_low",
+    "ap_high",
+    "seed_sd",
+    "n_seeds",
+)
+SUMMARY_COLUMNS = (
+    "model",
+    "ap0",
+    "ap0_low",
+    "ap0_high",
+    "mpc",
+    "mpc_low",
+    "mpc_high",
+    "rpc",
+    "rpc_low",
+    "rpc_high",
+    "identical_predictions",
+)
+
+
+@dataclass
+class LadderResult:
+    """Per model and level (:data:`LEVEL_COLUMNS`), per model (:data:`SUMMARY_COLUMNS`), facts."""
+
+    levels: pd.DataFrame
+    summary: pd.DataFrame
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluator(predictions: pd.DataFrame) -> Evaluator:
+    """The :class:`~benchmark.evaluation.Evaluator` of a ``predictions_<split>.csv`` table."""
+    missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions table lacks columns {sorted(missing)}")
+    frame = predictions.assign(patient=predictions["patient"].astype(str))
+    images = frame[["patient", "slice"]].drop_duplicates().sort_values(["patient", "slice"])
+    parts = dict(iter(frame.groupby(["patient", "slice"], sort=False)))
+    gts, dets, scores = [], [], []
+    for key in images.itertuples(index=False, name=None):
+        part = parts[key]
+        boxes = part[["x0", "y0", "x1", "y1"]].to_numpy(float)
+        is_gt = (part["kind"] == "gt").to_numpy()
+        gts.append(boxes[is_gt])
+        dets.append(boxes[~is_gt])
+        scores.append(part["score"].to_numpy(float)[~is_gt])
+    return Evaluator(gts, dets, scores, groups=images["patient"].tolist())
+
+
+def patient_draws(n_patients: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, n_patients]`` multiplicities of patients drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return (
+        np.stack(
+            [
+                np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
+                for _ in range(n_boot)
+            ]
+        )
+        .astype(float)
+        .reshape(n_boot, n_patients)
+    )
+
+
+def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite ``values`` (NaN, NaN when none)."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
+
+
+def analyse_ladder(
+    units: pd.DataFrame,
+    misalignment_mm: dict[float, float],
+    *,
+    split: str = "test",
+    metric: str = "IoU50",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> LadderResult:
+    """``units``: one row per finished unit with ``model, level, seed, path`` (run folder).
+
+    ``misalignment_mm``: the measured misalignment of each level (the x axis).
+    """
+    criterion, threshold = parse_metric(metric)
+    if n_boot < 1:
+        raise ValueError(f"the ladder needs bootstrap replicates for its CIs, got {n_boot}")
+    evals: dict[tuple[str, float, int], Evaluator] = {}
+    files: dict[tuple[str, float, int], bytes] = {}
+    for row in units.itertuples(index=False):
+        path = Path(row.path) / f"predictions_{split}.csv"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; the unit did not finish")
+        files[(row.model, row.level, row.seed)] = path.read_bytes()
+        evals[(row.model, row.level, row.seed)] = evaluator(pd.read_csv(path))
+    patients = _shared_patients(evals)
+    draws = patient_draws(len(patients), n_boot, seed)
+    point: dict[tuple[str, float, int], float] = {}
+    reps: dict[tuple[str, float, int], np.ndarray] = {}
+    for key, ev in evals.items():
+        m = ev.match(criterion, threshold)
+        weights = draws[:, np.searchsorted(patients, ev.group_names)]
+        point[key] = average_precision(m.tp, float(ev.n_gt))
+        reps[key] = np.array(
+            [average_precision(m.tp, float(w @ m.gt_per_group), w[m.det_group]) for w in weights]
+        )
+    models = list(dict.fromkeys(units["model"]))
+    levels = sorted(set(units["level"]))
+    seeds = sorted(set(units["seed"]))
+    level_rows, summary_rows = [], []
+    for model in models:
+        by_level = {}
+        for level in levels:
+            keys = [(model, level, s) for s in seeds if (model, level, s) in point]
+            aps = np.array([point[k] for k in keys])
+            rep = np.mean([reps[k] for k in keys], axis=0)
+            by_level[level] = (float(aps.mean()), rep)
+            low, high = interval(rep)
+            level_rows.append(
+                (
+                    model,
+                    level,
+                    misalignment_mm.get(level, float("nan")),
+                    float(aps.mean()),
+                    low,
+                    high,
+                    float(aps.std(ddof=1)) if len(aps) > 1 else float("nan"),
+                    len(aps),
+                )
+            )
+        summary_rows.append((model, *_summary(by_level), _identical(files, model, levels, seeds)))
+    facts = {
+        "split": split,
+        "metric": metric,
+        "bootstrap": n_boot,
+        "bootstrap_seed": seed,
+        "patients": len(patients),
+        "lesion_boxes": sorted({int(ev.n_gt) for ev in evals.values()}),
+        "images": sorted({int(ev.n_images) for ev in evals.values()}),
+        "seeds": seeds,
+        "levels_mm": levels,
+    }
+    return LadderResult(
+        pd.DataFrame(level_rows, columns=list(LEVEL_COLUMNS)),
+        pd.DataFrame(summary_rows, columns=list(SUMMARY_COLUMNS)),
+        facts,
+    )
+
+
+def _shared_patients(evals: dict[tuple[str, float, int], Evaluator]) -> np.ndarray:
+    """The patients every unit was evaluated on (sorted); ValueError when units disagree."""
+    sets = {tuple(ev.group_names) for ev in evals.values()}
+    if len(sets) != 1:
+        raise ValueError(
+            "the ladder's units were evaluated on different patients "
+            f"({' vs '.join(str(len(s)) for s in sets)} patients); every level must hold the "
+            "same split, or the bootstrap cannot pair them"
+        )
+    return np.array(sets.pop())
+
+
+def _summary(by_level: dict[float, tuple[float, np.ndarray]]) -> tuple[float, ...]:
+    """AP at level 0, mPC and rPC with their intervals (NaN where undefined)."""
+    nan = float("nan")
+    clean = by_level.get(0.0)
+    shifted = [v for level, v in by_level.items() if level > 0]
+    ap0, ap0_rep = clean if clean is not None else (nan, np.full(1, nan))
+    if shifted:
+        mpc = float(np.mean([v[0] for v in shifted]))
+        mpc_rep = np.mean([v[1] for v in shifted], axis=0)
+    else:
+        mpc, mpc_rep = nan, np.full(1, nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rpc = mpc / ap0 if ap0 > 0 else nan
+        rpc_rep = np.where(ap0_rep > 0, mpc_rep / ap0_rep, nan)
+    return (ap0, *interval(ap0_rep), mpc, *interval(mpc_rep), rpc, *interval(rpc_rep))
+
+
+def _identical(
+    files: dict[tuple[str, float, int], bytes],
+    model: str,
+    levels: Sequence[float],
+    seeds: Sequence[int],
+) -> bool:
+    """Whether the model's predictions are byte-identical at every level, seed by seed (the
+    negative control: a model that reads only the portal phase, on CPU)."""
+    for s in seeds:
+        found = {files[(model, level, s)] for level in levels if (model, level, s) in files}
+        if len(found) > 1:
+            return False
+    return True
