@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.evaluation import PREDICTION_COLUMNS, Evaluator, average_precision, parse_metric
+from benchmark.evaluation import Evaluator, parse_metric, patient_draws
 
 LEVEL_COLUMNS = (
     "model",
@@ -60,39 +60,6 @@ class LadderResult:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluator(predictions: pd.DataFrame) -> Evaluator:
-    """The :class:`~benchmark.evaluation.Evaluator` of a ``predictions_<split>.csv`` table."""
-    missing = set(PREDICTION_COLUMNS) - set(predictions.columns)
-    if missing:
-        raise ValueError(f"predictions table lacks columns {sorted(missing)}")
-    frame = predictions.assign(patient=predictions["patient"].astype(str))
-    images = frame[["patient", "slice"]].drop_duplicates().sort_values(["patient", "slice"])
-    parts = dict(iter(frame.groupby(["patient", "slice"], sort=False)))
-    gts, dets, scores = [], [], []
-    for key in images.itertuples(index=False, name=None):
-        part = parts[key]
-        boxes = part[["x0", "y0", "x1", "y1"]].to_numpy(float)
-        is_gt = (part["kind"] == "gt").to_numpy()
-        gts.append(boxes[is_gt])
-        dets.append(boxes[~is_gt])
-        scores.append(part["score"].to_numpy(float)[~is_gt])
-    return Evaluator(gts, dets, scores, groups=images["patient"].tolist())
-
-
-def patient_draws(n_patients: int, n_boot: int, seed: int) -> np.ndarray:
-    """``[n_boot, n_patients]`` multiplicities of patients drawn with replacement."""
-    rng = np.random.default_rng(seed)
-    return (
-        np.stack(
-            [
-                np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
-                for _ in range(n_boot)
-            ]
-        )
-        .astype(float)
-        .reshape(n_boot, n_patients)
-    )
-
 
 def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the finite ``values`` (NaN, NaN when none)."""
@@ -116,7 +83,7 @@ def analyse_ladder(
 
     ``misalignment_mm``: the measured misalignment of each level (the x axis).
     """
-    criterion, threshold = parse_metric(metric)
+    parse_metric(metric)  # an unknown key fails here, naming the valid ones
     if n_boot < 1:
         raise ValueError(f"the ladder needs bootstrap replicates for its CIs, got {n_boot}")
     evals: dict[tuple[str, float, int], Evaluator] = {}
@@ -126,18 +93,14 @@ def analyse_ladder(
         if not path.is_file():
             raise ValueError(f"{path}: missing; the unit did not finish")
         files[(row.model, row.level, row.seed)] = path.read_bytes()
-        evals[(row.model, row.level, row.seed)] = evaluator(pd.read_csv(path))
+        evals[(row.model, row.level, row.seed)] = Evaluator.from_frame(pd.read_csv(path))
     patients = _shared_patients(evals)
     draws = patient_draws(len(patients), n_boot, seed)
     point: dict[tuple[str, float, int], float] = {}
     reps: dict[tuple[str, float, int], np.ndarray] = {}
     for key, ev in evals.items():
-        m = ev.match(criterion, threshold)
-        weights = draws[:, np.searchsorted(patients, ev.group_names)]
-        point[key] = average_precision(m.tp, float(ev.n_gt))
-        reps[key] = np.array(
-            [average_precision(m.tp, float(w @ m.gt_per_group), w[m.det_group]) for w in weights]
-        )
+        point[key] = ev.average_precisions([metric])[metric]
+        reps[key] = ev.replicates([metric], draws, patients)[metric]
     models = list(dict.fromkeys(units["model"]))
     levels = sorted(set(units["level"]))
     seeds = sorted(set(units["seed"]))
