@@ -13,8 +13,8 @@ residual displacement; one pool of ``--workers`` processes shared by every varia
 variant the wall time per touched slice with the workers already started (ITK loaded), the CPU
 time per slice of the worker processes (user + system, from /proc; on a machine shared with
 other jobs it is inflated far less than the wall time), failures and Table II's liver Dice and
-true residual; then each preset's wall and CPU time relative to ``default``. The load average is
-printed too.
+true residual; then the whole Table II, and each preset's wall and CPU time relative to
+``default``. The load average is printed too.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from benchmark.atomic import write_json
 from benchmark.cohort import MANIFEST, Cohort
 from benchmark.phantom import PhantomConfig, synthesize
 from registration import alignment_table, register_variant
+from registration.alignment import to_markdown
 from registration.backends import BACKENDS, get_backend
 from registration.stage import available_cores, read_log, worker_pool
 from registration.variants import DEFAULT_PRESET, METHODS, PRESETS, family
@@ -135,6 +136,8 @@ def main() -> None:
                     print(f"{variant.name:14s} {slices:6d} {wall / slices:12.2f} "
                           f"{cpu / slices:11.2f} {failed:6d} {row['liver_dice']:10.4f} "
                           f"{row['residual_mm']:11.2f}", flush=True)
+        print("\nTable II of this cohort:")
+        print(to_markdown(alignment_table(root)))
     for preset in args.presets:
         if preset == DEFAULT_PRESET or DEFAULT_PRESET not in args.presets:
             continue
