@@ -40,10 +40,13 @@ from benchmark.training import (
     train,
 )
 from benchmark.training_progress import ProgressDisplay
+from registration.variants import ALL_VARIANTS
 
 log = logging.getLogger(__name__)
 
-VARIANTS = (UNREGISTERED, "rigid", "affine", "nonrigid")
+# the paper's variants first; 3D and fast-preset variants are other experiments with their own
+# run folders (RUNS/<cohort>/<variant>/...), never mixed with the paper's
+VARIANTS = (UNREGISTERED, *ALL_VARIANTS)
 DEFAULT_WORK = Path("work")
 DEFAULT_RUNS = Path("runs")
 CONFIG, METRICS = "config.json", "metrics.json"

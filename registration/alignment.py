@@ -11,7 +11,8 @@ moving phase against portal.
 - ``residual_mm`` / ``residual_inplane_mm``: mean length of the true remaining displacement
   (3D, and its in-plane part) over the portal liver mask (body mask when there is none), for
   synthetic cohorts that carry displacement fields; NaN otherwise. Per-slice 2D registration
-  cannot undo through-plane (cranio-caudal) motion, so ``residual_mm`` keeps that part.
+  cannot undo through-plane (cranio-caudal) motion, so ``residual_mm`` keeps that part; 3D
+  registration (``*-3d`` variants) can.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import pandas as pd
 from benchmark import FIXED_PHASE
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, Patient, open_variant, variant_dir
-from registration.metrics import MOVING_PHASES, liver_dice, mean_nonzero
-from registration.stage import BODY_HU, VARIANTS, body_ncc, touched_slices
+from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc, liver_dice, mean_nonzero
+from registration.stage import VARIANTS, touched_slices
+from registration.variants import ALL_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +98,19 @@ class _Accumulator:
 
 
 def alignment_table(
-    cohort_root: str | Path, variants: tuple[str, ...] = (UNREGISTERED, *VARIANTS)
+    cohort_root: str | Path, variants: tuple[str, ...] | None = None
 ) -> pd.DataFrame:
     """Table II: one row per variant (columns :data:`COLUMNS`), also written to
     ``cohort_root/variants/table2.csv`` and ``table2.md``.
 
-    Variants that have not been registered yet are left out with a warning.
+    ``variants`` default: unregistered, the paper's three and every other variant registered
+    so far (``nonrigid-fast``, ``rigid-3d``, ...), in :data:`ALL_VARIANTS` order. Variants
+    asked for (or the paper's) that have not been registered yet are left out with a warning.
     """
+    if variants is None:
+        others = tuple(v for v in ALL_VARIANTS if v not in VARIANTS
+                       and (variant_dir(cohort_root, v) / "cohort.json").exists())
+        variants = (UNREGISTERED, *VARIANTS, *others)
     source = Cohort(cohort_root)
     slices = {
         pid: touched_slices(source.load(pid, liver=False).lesion) for pid in source.patient_ids

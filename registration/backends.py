@@ -1,15 +1,18 @@
-"""Elastix backends for 2D slice registration: itk-elastix (default) and SimpleElastix.
+"""Elastix backends for 2D slice and 3D volume registration: itk-elastix (default) and
+SimpleElastix.
 
-Both run elastix with its DEFAULT parameter maps, as the paper did: ``rigid``, ``affine`` and
-``nonrigid`` = affine followed by B-spline (two maps run in sequence, which is what the
-authors' code does). Only ``DefaultPixelValue`` of the result image is changed (to the moving
-slice's minimum, i.e. air instead of 0 HU); it does not touch the optimisation.
+Both run the parameter maps they are given (:class:`registration.presets.ElastixMap`: an
+elastix default map plus overrides; :mod:`registration.presets` says which maps each variant
+runs, the paper's being elastix's defaults). The backends set ``DefaultPixelValue`` of the
+result image to the moving image's minimum (air instead of 0 HU); it does not touch the
+optimisation. Images and spacings are passed in array order (``(y, x)`` or ``(z, y, x)``),
+displacements come back in that order too, in mm.
 
 A transform is exchanged as elastix parameter maps (:meth:`Backend.transform_maps`, plain
 ``{name: [values]}`` dicts) so it can be saved and applied again. itk-elastix can also start
-``nonrigid`` from the transform of an earlier ``affine`` registration of the same slices
-(``initial=``): elastix then runs only the B-spline map, initialised by that affine transform,
-which is exactly what the two-map sequence does (the results are bit-identical).
+from the transform of an earlier registration of the same images (``initial=``): running the
+B-spline map from a saved affine transform is exactly what the affine-then-B-spline sequence
+does (the results are bit-identical).
 
 Threads: itk-elastix crashes when threads are set per call (ITKElastix issue 160), so the
 number of threads is set only through ITK's global default (:func:`set_threads`). The two
@@ -25,22 +28,20 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-METHODS = ("rigid", "affine", "nonrigid")
+from registration.presets import ElastixMap, parameter_maps
+from registration.variants import Variant
+
 BACKENDS = ("itk-elastix", "simpleelastix")
-#: elastix default map names run in sequence for each method
-DEFAULT_MAPS: dict[str, tuple[str, ...]] = {
-    "rigid": ("rigid",),
-    "affine": ("affine",),
-    "nonrigid": ("affine", "bspline"),
-}
 ParameterMap = dict[str, list[str]]
 """One elastix parameter map as plain Python: parameter name -> values (strings)."""
+Spacing = tuple[float, ...]
+"""Voxel spacing in mm in array axis order: ``(y, x)`` for a slice, ``(z, y, x)`` for a volume."""
 # SWIG-generated modules warn about their own types on import under Python >= 3.12.
 _SWIG_WARNING = r"builtin type (swigvarlink|SwigPy\w+) has no __module__ attribute"
 
@@ -78,7 +79,7 @@ def elastix_call() -> Iterator[None]:
 
 @dataclass
 class SliceRegistration:
-    """One moving slice registered to its fixed slice.
+    """One moving image (a slice or a volume) registered to its fixed image.
 
     ``transform`` is backend specific; pass it back to the same backend's :meth:`warp_mask`
     and :meth:`displacement`.
@@ -91,14 +92,21 @@ class SliceRegistration:
 class Backend(Protocol):
     name: str
 
-    #: whether :meth:`register` accepts ``initial`` (a ``nonrigid`` run starting from an
-    #: ``affine`` transform)
+    #: whether :meth:`register` accepts ``initial`` (e.g. the B-spline map starting from a
+    #: saved affine transform)
     reuses_affine: bool
 
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
-        initial: list[ParameterMap] | None = None,
-    ) -> SliceRegistration: ...
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: Spacing,
+        maps: str | Sequence[ElastixMap], initial: list[ParameterMap] | None = None,
+    ) -> SliceRegistration:
+        """Register ``moving`` onto ``fixed`` with ``maps`` (a method name: its default maps),
+        starting from the transform ``initial`` when given."""
+
+    def elastix_maps(
+        self, maps: str | Sequence[ElastixMap], default_pixel: float = 0.0
+    ) -> list[ParameterMap]:
+        """The complete parameter maps elastix runs for ``maps``."""
 
     def warp_mask(self, mask: np.ndarray, reg: SliceRegistration) -> np.ndarray: ...
 
@@ -107,16 +115,28 @@ class Backend(Protocol):
     def transform_maps(self, reg: SliceRegistration) -> list[ParameterMap]: ...
 
 
-def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown registration method {method!r}; use one of {', '.join(METHODS)}")
+def resolve_maps(maps: str | Sequence[ElastixMap]) -> tuple[ElastixMap, ...]:
+    """The maps to run: a method name (``rigid``, ``affine``, ``nonrigid``) stands for its
+    default maps."""
+    if isinstance(maps, str):
+        return parameter_maps(Variant(maps))
+    if not maps or not all(isinstance(m, ElastixMap) for m in maps):
+        raise ValueError("register() takes a method name or a non-empty sequence of ElastixMap "
+                         "(registration.presets.parameter_maps)")
+    return tuple(maps)
 
 
-def _check_initial(method: str, initial: list[ParameterMap] | None) -> None:
-    if initial is not None and (method != "nonrigid" or not initial
+def _check_initial(maps: Sequence[ElastixMap], initial: list[ParameterMap] | None) -> None:
+    if initial is not None and (maps[0].base != "bspline" or not initial
                                 or initial[-1].get("Transform") != ["AffineTransform"]):
-        raise ValueError("an initial transform is only taken by nonrigid, and must be the "
-                         "parameter maps of an affine registration")
+        raise ValueError("an initial transform is only taken by the B-spline map, and must be "
+                         "the parameter maps of an affine registration")
+
+
+def _itk_spacing(spacing: Spacing, ndim: int) -> tuple[float, ...]:
+    if len(spacing) != ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not fit a {ndim}D image")
+    return tuple(float(s) for s in reversed(spacing))  # ITK order is (x, y[, z])
 
 
 def _to_binary(warped: np.ndarray) -> np.ndarray:
@@ -141,9 +161,9 @@ class ItkElastixBackend:
             itk.array_from_image(itk.image_from_array(np.zeros((2, 2), np.float32)))
         self.itk = itk
 
-    def _image(self, array: np.ndarray, spacing: tuple[float, float]) -> Any:
+    def _image(self, array: np.ndarray, spacing: Spacing) -> Any:
         image = self.itk.image_from_array(np.ascontiguousarray(array, dtype=np.float32))
-        image.SetSpacing((float(spacing[1]), float(spacing[0])))  # ITK order is (x, y)
+        image.SetSpacing(_itk_spacing(spacing, array.ndim))
         return image
 
     def _parameter_object(self, maps: list[ParameterMap]) -> Any:
@@ -152,28 +172,36 @@ class ItkElastixBackend:
             params.AddParameterMap({key: tuple(values) for key, values in pmap.items()})
         return params
 
-    def _parameters(self, names: tuple[str, ...], default_pixel: float) -> Any:
+    def _parameters(self, maps: Sequence[ElastixMap], default_pixel: float) -> Any:
         params = self.itk.ParameterObject.New()
-        for name in names:
-            pmap = params.GetDefaultParameterMap(name)
+        for spec in maps:
+            pmap = params.GetDefaultParameterMap(spec.base)
+            for key, values in spec.overrides.items():
+                pmap[key] = tuple(values)
             pmap["DefaultPixelValue"] = [repr(float(default_pixel))]
             params.AddParameterMap(pmap)
         return params
 
+    def elastix_maps(
+        self, maps: str | Sequence[ElastixMap], default_pixel: float = 0.0
+    ) -> list[ParameterMap]:
+        params = self._parameters(resolve_maps(maps), default_pixel)
+        return [{key: list(values) for key, values in params.GetParameterMap(i).items()}
+                for i in range(params.GetNumberOfParameterMaps())]
+
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
-        initial: list[ParameterMap] | None = None,
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: Spacing,
+        maps: str | Sequence[ElastixMap], initial: list[ParameterMap] | None = None,
     ) -> SliceRegistration:
-        check_method(method)
-        _check_initial(method, initial)
-        names = DEFAULT_MAPS[method][1:] if initial else DEFAULT_MAPS[method]
+        maps = resolve_maps(maps)
+        _check_initial(maps, initial)
         extra = {} if initial is None else {
             "initial_transform_parameter_object": self._parameter_object(initial)}
         with elastix_call():
             result, transform = self.itk.elastix_registration_method(
                 self._image(fixed, spacing),
                 self._image(moving, spacing),
-                parameter_object=self._parameters(names, float(moving.min())),
+                parameter_object=self._parameters(maps, float(moving.min())),
                 log_to_console=False,
                 **extra,
             )
@@ -210,7 +238,7 @@ class ItkElastixBackend:
             with elastix_call():
                 transformix.Update()
             field = self.itk.array_from_image(transformix.GetOutputDeformationField())
-        return field[..., ::-1].astype(np.float32)  # (dy, dx) in mm
+        return field[..., ::-1].astype(np.float32)  # array order ((dz,) dy, dx), mm
 
 
 class SimpleElastixBackend:
@@ -234,9 +262,9 @@ class SimpleElastixBackend:
             )
         self.sitk = sitk
 
-    def _image(self, array: np.ndarray, spacing: tuple[float, float]) -> Any:
+    def _image(self, array: np.ndarray, spacing: Spacing) -> Any:
         image = self.sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
-        image.SetSpacing((float(spacing[1]), float(spacing[0])))
+        image.SetSpacing(_itk_spacing(spacing, array.ndim))
         return image
 
     @contextlib.contextmanager
@@ -249,27 +277,37 @@ class SimpleElastixBackend:
             yield filt
 
     def register(
-        self, fixed: np.ndarray, moving: np.ndarray, spacing: tuple[float, float], method: str,
-        initial: list[ParameterMap] | None = None,
+        self, fixed: np.ndarray, moving: np.ndarray, spacing: Spacing,
+        maps: str | Sequence[ElastixMap], initial: list[ParameterMap] | None = None,
     ) -> SliceRegistration:
-        check_method(method)
         if initial is not None:
             raise ValueError("the simpleelastix backend always runs the whole map sequence "
                              "(reuses_affine is False)")
-        maps = self.sitk.VectorOfParameterMap()
-        for name in DEFAULT_MAPS[method]:
-            pmap = self.sitk.GetDefaultParameterMap(name)
-            pmap["DefaultPixelValue"] = [repr(float(moving.min()))]
-            maps.append(pmap)
         with self._filter("ElastixImageFilter") as filt:
             filt.SetFixedImage(self._image(fixed, spacing))
             filt.SetMovingImage(self._image(moving, spacing))
-            filt.SetParameterMap(maps)
+            filt.SetParameterMap(self._vector(resolve_maps(maps), float(moving.min())))
             with elastix_call():
                 filt.Execute()
             warped = self.sitk.GetArrayFromImage(filt.GetResultImage()).astype(np.float32)
             transform = [self.sitk.ParameterMap(dict(m)) for m in filt.GetTransformParameterMap()]
         return SliceRegistration(warped, (transform, spacing))
+
+    def _vector(self, maps: Sequence[ElastixMap], default_pixel: float) -> Any:
+        vector = self.sitk.VectorOfParameterMap()
+        for spec in maps:
+            pmap = self.sitk.GetDefaultParameterMap(spec.base)
+            for key, values in spec.overrides.items():
+                pmap[key] = list(values)
+            pmap["DefaultPixelValue"] = [repr(float(default_pixel))]
+            vector.append(pmap)
+        return vector
+
+    def elastix_maps(
+        self, maps: str | Sequence[ElastixMap], default_pixel: float = 0.0
+    ) -> list[ParameterMap]:
+        return [{key: list(values) for key, values in pmap.items()}
+                for pmap in self._vector(resolve_maps(maps), default_pixel)]
 
     def _transformix(self, reg: SliceRegistration, image: np.ndarray, nearest: bool) -> Any:
         transform, spacing = reg.transform

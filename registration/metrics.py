@@ -1,4 +1,4 @@
-"""Alignment quality between phases: liver Dice as in the paper's Table II."""
+"""Alignment quality between phases: liver Dice as in the paper's Table II, body NCC."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Patient
 
 MOVING_PHASES = tuple(p for p in PHASES if p != FIXED_PHASE)
+BODY_HU = -500.0
+"""Voxels above this HU (in the fixed portal image) count as body for the NCC measure."""
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -24,6 +26,20 @@ def slice_dice(moving: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     inter = np.logical_and(a, b).sum(axis=1)
     total = a.sum(axis=1) + b.sum(axis=1)
     return np.divide(2.0 * inter, total, out=np.zeros(len(total)), where=total > 0)
+
+
+def body_ncc(fixed: np.ndarray, moving: np.ndarray) -> float:
+    """Normalised cross-correlation of two images (slices or volumes) inside the fixed image's
+    body (HU > -500)."""
+    body = fixed > BODY_HU
+    if body.sum() < 2:
+        return float("nan")
+    a = fixed[body].astype(np.float64)
+    b = moving[body].astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
 def mean_nonzero(values: np.ndarray) -> float:

@@ -1,4 +1,9 @@
-"""Register a cohort into a variant: per 2D axial slice, each moving phase onto portal.
+"""Register a cohort into a variant: per 2D axial slice (the paper's), or per 3D volume
+(:mod:`registration.volume`), each moving phase onto portal.
+
+Which way, and with which elastix maps, the variant's name says
+(:mod:`registration.variants`: ``nonrigid``, ``nonrigid-fast``, ``nonrigid-3d``, ...); the
+maps are in :mod:`registration.presets`. What follows describes the 2D registration.
 
 Only the slices the detector dataset can touch are registered: slices whose lesion mask is
 non-empty plus their ``z-1`` / ``z+1`` neighbours (the detector input stacks three adjacent
@@ -9,7 +14,8 @@ patient's ``meta["registration"]["failed"]``; any other exception is a bug and p
 
 Every slice's transform is saved with the variant (:mod:`registration.transforms`). A
 ``nonrigid`` run starts from the saved ``affine`` transforms of the same slices when the
-``affine`` variant was registered first from the same data with the same backend: elastix's
+``affine`` variant of the same dimensions and preset was registered first from the same data
+with the same backend: elastix's
 non-rigid sequence begins with exactly that affine registration, so this skips recomputing it
 and gives bit-identical results (log column ``initial``: ``affine``).
 
@@ -43,7 +49,6 @@ from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
 from registration.backends import (
-    METHODS,
     Backend,
     ElastixError,
     ParameterMap,
@@ -52,24 +57,29 @@ from registration.backends import (
     get_backend,
     set_threads,
 )
-from registration.metrics import MOVING_PHASES
+from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc
+from registration.presets import describe, parameter_maps
 from registration.transforms import (
     SliceKey,
     read_record,
     save_transforms,
     slice_maps,
     transforms_path,
+    volume_maps,
 )
+from registration.variants import PAPER_VARIANTS, Variant, parse_variant
+from registration.volume import register_volume
 
-VARIANTS: tuple[str, ...] = METHODS
+__all__ = ["BODY_HU", "VARIANTS", "body_ncc", "register_patient", "register_variant"]
+
+VARIANTS: tuple[str, ...] = PAPER_VARIANTS
+"""The paper's variants (2D, default maps): what ``--variant all`` registers by default."""
 LOG_NAME = "registration_log.csv"
 LOG_DIR = "logs"
 LOG_COLUMNS = (
     "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error",
     "lesion_px_before", "lesion_px_after", "initial",
 )
-BODY_HU = -500.0
-"""Voxels above this HU (in the fixed portal slice) count as body for the NCC measure."""
 
 
 def touched_slices(lesion: np.ndarray) -> np.ndarray:
@@ -77,19 +87,6 @@ def touched_slices(lesion: np.ndarray) -> np.ndarray:
     lesion_z = np.flatnonzero(lesion.reshape(lesion.shape[0], -1).any(axis=1))
     near = np.concatenate([lesion_z - 1, lesion_z, lesion_z + 1])
     return np.unique(near[(near >= 0) & (near < lesion.shape[0])])
-
-
-def body_ncc(fixed: np.ndarray, moving: np.ndarray) -> float:
-    """Normalised cross-correlation of two slices inside the fixed slice's body (HU > -500)."""
-    body = fixed > BODY_HU
-    if body.sum() < 2:
-        return float("nan")
-    a = fixed[body].astype(np.float64)
-    b = moving[body].astype(np.float64)
-    a -= a.mean()
-    b -= b.mean()
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
 def residual_displacement(
@@ -124,27 +121,37 @@ class RegisteredPatient(NamedTuple):
 
     patient: Patient
     rows: list[dict[str, Any]]
-    transforms: dict[SliceKey, list[ParameterMap]]
-    """elastix parameter maps of every registered ``(slice, phase)``"""
+    transforms: dict[SliceKey, list[ParameterMap]] | dict[str, list[ParameterMap]]
+    """elastix parameter maps of every registered ``(slice, phase)`` (2D) or phase (3D)"""
 
 
 def register_patient(
-    patient: Patient, method: str, backend: Backend, on_slice: Callable[[], Any] | None = None,
-    initial: dict[SliceKey, list[ParameterMap]] | None = None,
+    patient: Patient, variant: str | Variant, backend: Backend,
+    on_slice: Callable[[], Any] | None = None,
+    initial: dict[SliceKey, list[ParameterMap]] | dict[str, list[ParameterMap]] | None = None,
 ) -> RegisteredPatient:
-    """Register every touched slice of one patient; returns the variant patient, the log rows
-    and the transforms.
+    """Register one patient as ``variant`` (a name such as ``nonrigid`` or ``nonrigid-3d``);
+    returns the variant patient, the log rows and the transforms.
 
-    ``on_slice`` is called after each touched slice (all moving phases), e.g. for progress.
-    ``initial``: affine transforms of this patient's slices (``nonrigid`` only, a backend with
-    ``reuses_affine``); slices without one run the whole sequence.
+    2D: every touched slice; ``on_slice`` is called after each (all moving phases), e.g. for
+    progress. 3D (:func:`registration.volume.register_volume`): every moving phase volume;
+    ``on_slice`` is called after each phase. ``initial``: affine transforms of this patient
+    (per ``(slice, phase)`` in 2D, per phase in 3D; ``nonrigid`` only, a backend with
+    ``reuses_affine``); slices or phases without one run the whole sequence.
     """
-    if method not in VARIANTS:
-        raise ValueError(f"unknown variant {method!r}; use one of {', '.join(VARIANTS)}")
+    spec = variant if isinstance(variant, Variant) else parse_variant(variant)
+    method = spec.method
     if initial and not (method == "nonrigid" and getattr(backend, "reuses_affine", False)):
         raise ValueError(f"initial transforms are only used by nonrigid on a backend that "
                          f"reuses affine transforms, not {method} on {backend.name}")
+    if spec.dims == 3:
+        touched_z = touched_slices(patient.lesion)
+        out, rows, volumes, failed = register_volume(patient, spec, backend, touched_z,
+                                                     on_phase=on_slice, initial=initial)
+        out.meta = _registration_meta(patient, spec, backend, touched_z.tolist(), failed)
+        return RegisteredPatient(out, rows, volumes)
     initial = initial or {}
+    maps = parameter_maps(spec)
     phases = {p: v.copy() for p, v in patient.phases.items()}
     liver = {p: v.copy() for p, v in patient.liver.items()} if patient.liver else None
     disp = {p: v.copy() for p, v in patient.displacement.items()} if patient.displacement else None
@@ -168,7 +175,8 @@ def register_patient(
                 continue
             start = time.perf_counter()
             try:
-                reg = backend.register(fixed[z], moving, spacing, method, initial=start_from)
+                reg = backend.register(fixed[z], moving, spacing,
+                                       maps[1:] if start_from else maps, initial=start_from)
                 _check(reg)
                 new_liver = (
                     backend.warp_mask(liver[phase][z], reg) if liver and phase in liver else None
@@ -181,7 +189,7 @@ def register_patient(
                     residual_displacement(disp[phase][z], backend.displacement(reg), spacing)
                     if disp and phase in disp else None
                 )
-                maps = backend.transform_maps(reg)
+                result_maps = backend.transform_maps(reg)
             except ElastixError as err:  # logged and flagged; the slice stays unregistered
                 row.update(status="failed", error=f"{type(err).__name__}: {err}"[:300])
                 failed.append([z, phase])
@@ -195,20 +203,28 @@ def register_patient(
                                lesion_px_after=int(new_lesion.sum()))
                 if new_disp is not None:
                     disp[phase][z] = new_disp
-                transforms[(z, phase)] = maps
+                transforms[(z, phase)] = result_maps
                 row.update(status="registered", ncc_after=body_ncc(fixed[z], reg.warped),
                            initial="affine" if start_from else "")
             row["seconds"] = time.perf_counter() - start
         if on_slice is not None and z in touched:
             on_slice()
-    meta = {**patient.meta, "registration": {
-        "method": method, "backend": backend.name, "slices": sorted(touched), "failed": failed}}
     out = Patient(
         id=patient.id, phases=phases, lesion=lesion, lesion_phase=patient.lesion_phase,
         spacing=patient.spacing, origin=patient.origin, split=patient.split, liver=liver,
-        displacement=disp, meta=meta,
+        displacement=disp,
+        meta=_registration_meta(patient, spec, backend, sorted(touched), failed),
     )
     return RegisteredPatient(out, rows, transforms)
+
+
+def _registration_meta(
+    patient: Patient, variant: Variant, backend: Backend, slices: list[int], failed: list[Any]
+) -> dict[str, Any]:
+    """The patient's meta with what registered it (``meta["registration"]``)."""
+    return {**patient.meta, "registration": {
+        "variant": variant.name, "method": variant.method, "dims": variant.dims,
+        "preset": variant.preset, "backend": backend.name, "slices": slices, "failed": failed}}
 
 
 def data_fingerprint(patient: Patient) -> str:
@@ -220,22 +236,26 @@ def data_fingerprint(patient: Patient) -> str:
 
 
 def reusable_affine(
-    source: Path, patient_id: str, fingerprint: str, backend: Backend
-) -> dict[SliceKey, list[ParameterMap]]:
-    """The saved ``affine`` transforms of a patient when they were made from the same images
+    source: Path, patient_id: str, fingerprint: str, backend: Backend, variant: Variant
+) -> dict[SliceKey, list[ParameterMap]] | dict[str, list[ParameterMap]]:
+    """The saved transforms of the ``affine`` variant of the same dimensions and preset as
+    ``variant`` for a patient, when they were made from the same images
     (:func:`data_fingerprint`) by the same backend, and that backend can start from them;
-    otherwise nothing."""
-    path = transforms_path(variant_dir(source, "affine"), patient_id)
+    otherwise nothing. Per ``(slice, phase)`` in 2D, per phase in 3D."""
+    affine = variant.with_method("affine")
+    path = transforms_path(variant_dir(source, affine.name), patient_id)
     if not getattr(backend, "reuses_affine", False) or not path.exists():
         return {}
     try:
         record = read_record(path)
     except ValueError:
         return {}
-    if (record.get("method"), record.get("backend"), record.get("data_sha1")) != (
-            "affine", backend.name, fingerprint):
+    # files written before dimensions and presets existed are 2D with the default maps
+    made = (record.get("method"), record.get("dims", 2), record.get("preset", "default"),
+            record.get("backend"), record.get("data_sha1"))
+    if made != ("affine", affine.dims, affine.preset, backend.name, fingerprint):
         return {}
-    return slice_maps(record)
+    return volume_maps(record) if affine.dims == 3 else slice_maps(record)
 
 
 def _rows_csv(rows: list[dict[str, Any]]) -> str:
@@ -259,21 +279,26 @@ def _init_worker(backend: str | Backend, threads: int, ticks: Any = None) -> Non
 
 
 def _run_patient(
-    source: Path, writer: CohortWriter, pid: str, method: str,
+    source: Path, writer: CohortWriter, pid: str, variant: str,
     on_slice: Callable[[], Any] | None = None,
 ) -> tuple[str, list[dict[str, Any]], float]:
     start = time.perf_counter()
+    spec = parse_variant(variant)
     backend = _WORKER["backend"]
     on_slice = on_slice or _WORKER.get("on_slice")
     patient = Cohort(source).load(pid, liver=True, displacement=True)
     fingerprint = data_fingerprint(patient)
-    initial = (reusable_affine(source, pid, fingerprint, backend) if method == "nonrigid"
-               else None)
-    out, rows, transforms = register_patient(patient, method, backend, on_slice, initial)
-    about = {"patient": pid, "method": method, "backend": backend.name,
-             "data_sha1": fingerprint}
+    initial = (reusable_affine(source, pid, fingerprint, backend, spec)
+               if spec.method == "nonrigid" else None)
+    out, rows, transforms = register_patient(patient, spec, backend, on_slice, initial)
+    about = {"patient": pid, "variant": spec.name, "method": spec.method, "dims": spec.dims,
+             "preset": spec.preset, "backend": backend.name, "data_sha1": fingerprint}
     # transforms and log first, the patient folder last: a patient is done when written
-    save_transforms(transforms_path(writer.root, pid), transforms, about)
+    path = transforms_path(writer.root, pid)
+    if spec.dims == 3:
+        save_transforms(path, {}, about, volumes=transforms)
+    else:
+        save_transforms(path, transforms, about)
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
     writer.write_patient(out)
     return pid, rows, time.perf_counter() - start
@@ -320,7 +345,9 @@ def register_variant(
     executor: Any = None,
     pool: ProcessPoolExecutor | None = None,
 ) -> Cohort:
-    """Write ``variant_dir(cohort_root, variant)``: the cohort registered with ``variant``.
+    """Write ``variant_dir(cohort_root, variant)``: the cohort registered as ``variant``
+    (a name of :mod:`registration.variants`: ``nonrigid``, ``nonrigid-fast``, ``nonrigid-3d``,
+    ...; its manifest's params record method, dimensions, preset, backend and the maps).
 
     Resumable: patients already written are skipped. Each patient is one unit of work;
     ``workers`` processes run in parallel with ``cores // workers`` ITK threads each (a
@@ -329,8 +356,7 @@ def register_variant(
     (``benchmark.executors``, e.g. Ray) that runs each patient as a task instead. ``pool``:
     processes from :func:`worker_pool` (same backend) used instead of starting new ones.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    spec = parse_variant(variant)
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     source = Cohort(cohort_root)
@@ -342,15 +368,19 @@ def register_variant(
         check_backend(backend)
     writer = CohortWriter(
         variant_dir(cohort_root, variant), name=source.name, kind=source.kind, variant=variant,
-        params={"method": variant, "backend": backend_name, "parameter_maps": "elastix default",
+        params={"method": spec.method, "dims": spec.dims, "preset": spec.preset,
+                "backend": backend_name, "parameter_maps": describe(spec),
                 "source": source.manifest.get("params", {})},
         provenance={"source": str(source.root.resolve()), "fixed_phase": FIXED_PHASE},
     )
     todo = [pid for pid in source.patient_ids if pid not in writer.done()]
-    counts = {pid: len(touched_slices(_lesion(source, pid))) for pid in todo}
+    # progress in slices (2D) or phase volumes (3D)
+    counts = {pid: len(MOVING_PHASES) if spec.dims == 3 else
+              len(touched_slices(_lesion(source, pid))) for pid in todo}
     todo.sort(key=lambda pid: -counts[pid])  # longest first: workers finish closer together
     threads = max(1, available_cores() // workers)
-    bar = _progress(sum(counts.values()), variant, progress)
+    bar = _progress(sum(counts.values()), variant, progress,
+                    "volume" if spec.dims == 3 else "slice")
     try:
         if executor is not None:
             for pid in executor.register_patients(source.root, writer, todo, variant, backend):
@@ -397,12 +427,12 @@ def _lesion(source: Cohort, pid: str) -> np.ndarray:
     return load_volume(source.patient_dir(pid) / "lesion.nii.gz")[0]
 
 
-def _progress(total: int, variant: str, enabled: bool) -> Any:
+def _progress(total: int, variant: str, enabled: bool, unit: str) -> Any:
     from tqdm.auto import tqdm
 
-    # per slice with an ETA; off a terminal (a log file) at most one update a minute
+    # per slice (2D) or phase volume (3D) with an ETA; off a terminal at most one update a minute
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=f"register {variant}", unit="slice", disable=not enabled,
+    return tqdm(total=total, desc=f"register {variant}", unit=unit, disable=not enabled,
                 mininterval=0.1 if interactive else 60.0)
 
 

@@ -15,8 +15,12 @@ B-spline). Apply one again with transformix, e.g. to a segmentation of your own:
     image.SetSpacing((spacing_x, spacing_y))
     warped = itk.array_from_image(itk.transformix_filter(image, params)) > 0.5
 
-The file also records what produced it (method, backend and a SHA-1 of the patient's four
-phase volumes), so a later stage can tell whether the transforms still fit the images.
+A 3D variant (``rigid-3d``, ...) has one transform per moving phase volume instead, in the
+file's ``volumes`` list (:func:`load_volume_transforms`); its ``slices`` list is empty.
+
+The file also records what produced it (variant, method, dimensions, preset, backend and a
+SHA-1 of the patient's four phase volumes), so a later stage can tell whether the transforms
+still fit the images.
 """
 
 from __future__ import annotations
@@ -40,15 +44,18 @@ def transforms_path(variant_root: str | Path, patient_id: str) -> Path:
 
 
 def save_transforms(
-    path: str | Path, transforms: dict[SliceKey, list[ParameterMap]], about: dict[str, Any]
+    path: str | Path, transforms: dict[SliceKey, list[ParameterMap]], about: dict[str, Any],
+    volumes: dict[str, list[ParameterMap]] | None = None,
 ) -> None:
-    """Write ``transforms`` (per registered slice and phase) and ``about`` atomically."""
+    """Write ``transforms`` (per registered slice and phase), ``volumes`` (per registered
+    phase volume, 3D) and ``about`` atomically."""
     record = {
         **about,
         "slices": [
             {"slice": int(z), "phase": phase, "maps": maps}
             for (z, phase), maps in sorted(transforms.items())
         ],
+        "volumes": [{"phase": phase, "maps": maps} for phase, maps in (volumes or {}).items()],
     }
     # mtime=0: the same transforms always give the same bytes
     write_bytes(Path(path), gzip.compress(json.dumps(record).encode(), mtime=0))
@@ -60,6 +67,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
     try:
         record = json.loads(gzip.decompress(path.read_bytes()))
         record["slices"] = list(record["slices"])
+        record["volumes"] = list(record.get("volumes", []))
     except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a transforms file ({err})") from err
     return record
@@ -70,8 +78,20 @@ def slice_maps(record: dict[str, Any]) -> dict[SliceKey, list[ParameterMap]]:
     return {(int(item["slice"]), str(item["phase"])): item["maps"] for item in record["slices"]}
 
 
+def volume_maps(record: dict[str, Any]) -> dict[str, list[ParameterMap]]:
+    """Per phase of a :func:`read_record` result of a 3D variant: its elastix parameter maps."""
+    return {str(item["phase"]): item["maps"] for item in record["volumes"]}
+
+
 def load_transforms(
     variant_root: str | Path, patient_id: str
 ) -> dict[SliceKey, list[ParameterMap]]:
     """Per ``(slice, phase)``: the elastix parameter maps of that slice's transform."""
     return slice_maps(read_record(transforms_path(variant_root, patient_id)))
+
+
+def load_volume_transforms(
+    variant_root: str | Path, patient_id: str
+) -> dict[str, list[ParameterMap]]:
+    """3D variants: per moving phase, the elastix parameter maps of its volume's transform."""
+    return volume_maps(read_record(transforms_path(variant_root, patient_id)))

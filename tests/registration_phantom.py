@@ -1,6 +1,9 @@
-"""Small analytic four-phase patients with a known in-plane displacement, for registration tests.
+"""Small four-phase patients with a known displacement, for registration tests.
 
-The anatomy (body, fat layer, lobulated liver with vessels and texture, spine, aorta, kidney,
+:func:`make_patient`: analytic, in-plane displacement. :func:`shifted_patient`: a small project
+phantom whose moving phases are shifted by a known 3D translation.
+
+The analytic anatomy (body, fat layer, lobulated liver with vessels and texture, spine, aorta, kidney,
 lesion) is drawn analytically in the portal frame; each moving phase samples it at
 ``p + d(p)``, so ``d`` is exactly the cohort's displacement convention. ``d`` combines a
 small rigid movement and organ motion sliding along the body wall.
@@ -15,6 +18,8 @@ from scipy import ndimage
 
 from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Cohort, CohortWriter, Patient
+from benchmark.phantom import PhantomConfig
+from benchmark.phantom import make_patient as make_project_patient
 
 FOV_MM = 380.0
 # HU per tissue: precontrast, arterial, portal, delayed
@@ -129,3 +134,29 @@ def make_cohort(root: Path, patients: list[Patient], name: str = "regtest") -> C
     for patient in patients:
         writer.write_patient(patient)
     return writer.finish()
+
+
+SHIFT = np.array([1.4, 2.5, -1.8])
+"""Known shift of the moving phases in voxels (z, y, x): moving(p) = portal(p + SHIFT)."""
+
+
+def shifted_patient(size: int = 64, slices: int = 16) -> Patient:
+    """A project phantom patient (aligned phases) whose moving phases are shifted by
+    :data:`SHIFT`; its displacement fields say so exactly."""
+    config = PhantomConfig(size=size, slices=slices, motion_mm=0.0, bulk_mm=0.0, z_subsamples=1)
+    patient = make_project_patient(0, 0, config)
+    mm = (SHIFT * np.array(patient.spacing)).astype(np.float32)
+    for phase in PHASES:
+        if phase == FIXED_PHASE:
+            continue
+        patient.phases[phase] = ndimage.shift(patient.phases[phase], -SHIFT, order=1,
+                                              mode="nearest")
+        patient.liver[phase] = _shift_mask(patient.liver[phase])
+        patient.displacement[phase] = np.broadcast_to(mm, (*patient.shape, 3)).copy()
+    if patient.lesion_phase != FIXED_PHASE:
+        patient.lesion = _shift_mask(patient.lesion)
+    return patient
+
+
+def _shift_mask(mask: np.ndarray) -> np.ndarray:
+    return (ndimage.shift(mask.astype(np.float32), -SHIFT, order=1) > 0.5).astype(np.uint8)

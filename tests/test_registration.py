@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_registration import FakeBackend, fake_cohort
 from registration_phantom import make_cohort, make_patient
 from scipy import ndimage
 
@@ -21,12 +19,11 @@ from benchmark.phantom import PhantomConfig, synthesize
 from registration import VARIANTS, alignment_table, register_variant
 from registration.backends import (
     ElastixError,
-    SliceRegistration,
     get_backend,
     set_threads,
-    simpleelastix_available,
 )
 from registration.metrics import MOVING_PHASES
+from registration.presets import parameter_maps
 from registration.stage import (
     LOG_COLUMNS,
     read_log,
@@ -35,8 +32,8 @@ from registration.stage import (
     touched_slices,
 )
 from registration.transforms import load_transforms
+from registration.variants import Variant
 
-REPO = Path(__file__).resolve().parents[1]
 SIZE = 96
 # elastix's default B-spline grid is 10 mm: below ~2 mm pixels it has too few samples per
 # control point and slides tissue about (see docs/registration.md), so the order test uses 192 px
@@ -64,48 +61,6 @@ def registered(tmp_path_factory) -> Path:
     for variant in VARIANTS:
         register_variant(root, variant, progress=False)
     return root
-
-
-class FakeBackend:
-    """Identity 'registration' that counts calls, records the initial transforms it was given
-    and can fail on chosen calls."""
-
-    name = "fake"
-
-    def __init__(self, fail: dict[int, str] | None = None, reuses_affine: bool = False):
-        self.calls = 0
-        self.fail = fail or {}
-        self.reuses_affine = reuses_affine
-        self.initial: list = []
-
-    def register(self, fixed, moving, spacing, method, initial=None) -> SliceRegistration:
-        self.calls += 1
-        self.initial.append(initial)
-        how = self.fail.get(self.calls)
-        if how == "raise":
-            raise ElastixError("elastix exploded")
-        if how == "bug":
-            raise TypeError("a programming error")
-        if how == "interrupt":
-            raise KeyboardInterrupt
-        warped = np.full_like(moving, np.nan) if how == "nan" else moving.copy()
-        return SliceRegistration(warped, f"{method} {self.calls}")
-
-    def warp_mask(self, mask, reg):
-        return mask.copy()
-
-    def transform_maps(self, reg):
-        return [{"Transform": [reg.transform]}]
-
-    def displacement(self, reg):
-        raise AssertionError("fake cohorts carry no displacement")
-
-
-def _fake_cohort(root: Path, n: int = 2) -> None:
-    patients = [make_patient(f"p{i}", i, size=48, slices=3, motion=0.5) for i in range(n)]
-    for p in patients:
-        p.displacement = None
-    make_cohort(root, patients)
 
 
 def test_touched_slices_are_lesion_slices_and_neighbours():
@@ -138,17 +93,19 @@ def test_nonrigid_from_saved_affine_is_bit_identical(itk_backend):
     whole = itk_backend.register(fixed, moving, (4.0, 4.0), "nonrigid")
     affine = itk_backend.transform_maps(itk_backend.register(fixed, moving, (4.0, 4.0), "affine"))
     saved = json.loads(json.dumps(affine))  # as stored in the variant's transforms file
-    resumed = itk_backend.register(fixed, moving, (4.0, 4.0), "nonrigid", initial=saved)
+    bspline = parameter_maps(Variant("nonrigid"))[1:]
+    resumed = itk_backend.register(fixed, moving, (4.0, 4.0), bspline, initial=saved)
     np.testing.assert_array_equal(resumed.warped, whole.warped)
     assert itk_backend.transform_maps(resumed) == itk_backend.transform_maps(whole)
     np.testing.assert_array_equal(itk_backend.displacement(resumed),
                                   itk_backend.displacement(whole))
-    with pytest.raises(ValueError, match="initial transform"):
-        itk_backend.register(fixed, moving, (4.0, 4.0), "rigid", initial=saved)
+    for maps in ("rigid", "nonrigid"):  # an affine transform starts the B-spline map only
+        with pytest.raises(ValueError, match="initial transform"):
+            itk_backend.register(fixed, moving, (4.0, 4.0), maps, initial=saved)
 
 
 def test_nonrigid_reuses_affine_only_for_the_same_images(tmp_path):
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     register_variant(tmp_path / "c", "affine", backend=FakeBackend(reuses_affine=True),
                      progress=False)
     affine = load_transforms(variant_dir(tmp_path / "c", "affine"), "p0")
@@ -299,7 +256,7 @@ def test_progress_moves_per_slice_with_worker_processes(tmp_path, monkeypatch):
 
     from registration import stage
 
-    _fake_cohort(tmp_path / "c", n=2)
+    fake_cohort(tmp_path / "c", n=2)
     bar = _Bar()
     monkeypatch.setattr(stage, "_progress", lambda total, variant, enabled: bar)
     with stage.WorkerPool(2, ShiftBackend(), threads=1) as pool:
@@ -309,7 +266,7 @@ def test_progress_moves_per_slice_with_worker_processes(tmp_path, monkeypatch):
 
 
 def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     source = open_variant(tmp_path / "c", "unregistered").load("p0")
     backend = FakeBackend(fail={1: "raise", 2: "nan"})
     register_variant(tmp_path / "c", "rigid", backend=backend, progress=False)
@@ -323,7 +280,7 @@ def test_failing_slice_is_logged_kept_and_flagged(tmp_path):
 
 
 def test_a_programming_error_is_not_a_failed_slice(tmp_path):
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     with pytest.raises(TypeError, match="a programming error"):
         register_variant(tmp_path / "c", "rigid", backend=FakeBackend(fail={2: "bug"}),
                          progress=False)
@@ -346,7 +303,7 @@ def test_elastix_failure_is_logged_per_slice(itk_backend):
 
 
 def test_table2_without_displacement_or_liver_masks(tmp_path):
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     register_variant(tmp_path / "c", "rigid", backend=FakeBackend(), progress=False)
     table = alignment_table(tmp_path / "c").set_index("variant")
     assert list(table.index) == ["unregistered", "rigid"]  # affine, nonrigid not registered
@@ -359,7 +316,7 @@ def test_table2_without_displacement_or_liver_masks(tmp_path):
 
 
 def test_rerun_resumes_after_interruption(tmp_path):
-    _fake_cohort(tmp_path / "c", n=2)
+    fake_cohort(tmp_path / "c", n=2)
     per_patient = 3 * 3  # 3 touched slices x 3 moving phases
     with pytest.raises(KeyboardInterrupt):
         register_variant(
@@ -387,46 +344,15 @@ def test_cli_names_the_bad_folder(tmp_path, capsys):
 def test_bad_input_is_refused(tmp_path):
     with pytest.raises(CohortError, match="not a cohort"):
         register_variant(tmp_path, "rigid", progress=False)
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     with pytest.raises(ValueError, match="unknown variant"):
         register_variant(tmp_path / "c", "elastic", progress=False)
     with pytest.raises(ValueError, match="unknown registration backend"):
         register_variant(tmp_path / "c", "rigid", backend="ants", progress=False)
 
 
-SIMPLEELASTIX_SIDE = """
-import sys
-import numpy as np
-from registration.backends import get_backend, set_threads
-from registration_phantom import make_patient
-set_threads(1, "simpleelastix")
-backend = get_backend("simpleelastix")
-patient = make_patient("e", 5, size=96, slices=1, lesion_slices=())
-fixed, moving = patient.phases["portal"][0], patient.phases["arterial"][0]
-np.savez(sys.argv[1], **{m: backend.displacement(backend.register(fixed, moving, (4.0, 4.0), m))
-                         for m in ("rigid", "affine")})
-"""
-
-
-@pytest.mark.skipif(not simpleelastix_available(), reason="SimpleITK-SimpleElastix not installed")
-def test_backends_agree(itk_backend, tmp_path):
-    # the two bindings carry their own ITK and must not share a process
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-    out = tmp_path / "simpleelastix.npz"
-    subprocess.run([sys.executable, "-c", SIMPLEELASTIX_SIDE, str(out)], env=env, check=True,
-                   cwd=tmp_path, timeout=300)
-    assert list(tmp_path.iterdir()) == [out]  # nothing written into the working directory
-    other = np.load(out)
-    patient = make_patient("e", 5, size=SIZE, slices=1, lesion_slices=())
-    fixed, moving = patient.phases["portal"][0], patient.phases["arterial"][0]
-    for method in ("rigid", "affine"):
-        mine = itk_backend.displacement(itk_backend.register(fixed, moving, (4.0, 4.0), method))
-        assert np.abs(mine - other[method])[fixed > -500].max() < 1.0  # mm, a quarter pixel
-
-
 def test_resume_refuses_other_backend(tmp_path):
-    _fake_cohort(tmp_path / "c", n=1)
+    fake_cohort(tmp_path / "c", n=1)
     register_variant(tmp_path / "c", "rigid", backend=FakeBackend(), progress=False)
     with pytest.raises(CohortError, match="other parameters"):
         register_variant(tmp_path / "c", "rigid", progress=False)

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.analysis.published import VARIANTS
+from registration.variants import ALL_VARIANTS, PAPER_VARIANTS
+
+OTHER_EXPERIMENTS = tuple(v for v in ALL_VARIANTS if v not in PAPER_VARIANTS)
+"""Registered variants the paper's tables never mix in: ``*-3d`` and ``*-fast``."""
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 AP_KEYS = ("IoU30", "IoU50", "IoU70", "IoBB30", "IoBB50", "IoBB70")
@@ -122,6 +126,13 @@ def _add(found: RunSet, path: Path) -> None:
     """Read the run folder ``path`` into ``found``, or record why it cannot be used."""
     match = SEED_DIR.match(path.name)
     model, variant, cohort = path.parent.name, path.parent.parent.name, path.parents[2].name
+    if variant in OTHER_EXPERIMENTS:
+        found.problems.append(
+            f"{path}: variant {variant!r} is registered outside the paper's protocol (3D or "
+            "another elastix preset): a different experiment, left out of the paper's tables "
+            "(`run --variant` prints its own)"
+        )
+        return
     if variant not in VARIANTS:
         found.problems.append(f"{path}: unknown variant {variant!r} (use {', '.join(VARIANTS)})")
         return

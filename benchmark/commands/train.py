@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
-        "--variant", required=True, metavar="V", help="rigid, affine, nonrigid or unregistered"
+        "--variant", required=True, metavar="V", help="rigid, affine, nonrigid or unregistered (also a 3D or fast-preset variant, e.g. "
+        "nonrigid-3d, nonrigid-fast: a separate experiment)"
     )
     run.add_argument("--cohort", metavar="DIR", help="cohort folder (default: synthetic phantom)")
     run.add_argument(
