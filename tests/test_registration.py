@@ -258,7 +258,7 @@ def test_progress_moves_per_slice_with_worker_processes(tmp_path, monkeypatch):
 
     fake_cohort(tmp_path / "c", n=2)
     bar = _Bar()
-    monkeypatch.setattr(stage, "_progress", lambda total, variant, enabled: bar)
+    monkeypatch.setattr(stage, "_progress", lambda total, variant, enabled, unit: bar)
     with stage.WorkerPool(2, ShiftBackend(), threads=1) as pool:
         register_variant(tmp_path / "c", "rigid", backend=ShiftBackend(), pool=pool)
     assert bar.steps == [1] * 2 * 3  # 2 patients x 3 touched slices, each as it finishes
