@@ -10,6 +10,7 @@ import pandas as pd
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
 from benchmark.analysis.facts import format_estimate, undefined_notes
 from benchmark.analysis.sensitivity import MIN_LESION_BOXES
+from benchmark.analysis.tables import display_label
 from benchmark.commands import add_model_module_arg, load_model_modules
 
 ORDER = 80
@@ -153,7 +154,7 @@ def _compare(args: argparse.Namespace) -> int:
         shown = pd.DataFrame(
             {
                 "rank": part["rank"].astype(str),
-                "Methods": part["Methods"],
+                "Methods": part["Methods"].map(display_label),
                 "average sensitivity (%)": [
                     _cell(r.value, r.ci_low, r.ci_high, r.undefined_reason, r.source)
                     for r in part.rename(
