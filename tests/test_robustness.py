@@ -404,3 +404,12 @@ def test_real_cohort_path_deforms_the_nonrigid_variant(tmp_path, capsys):
         {0.0: 0.0, 3.0: 3.0}, rel=0.15
     )
     assert "tinyliver-nonrigid" in capsys.readouterr().out
+
+
+def test_report_shows_the_ladder_figure(phantom_ladder, tmp_path):
+    from benchmark.analysis.report import write_report
+
+    root, _ = phantom_ladder
+    page = write_report(root / "runs", tmp_path / "report.html").read_text()
+    assert "Robustness ladder synthetic-6p-256px-6z-seed0" in page
+    assert 'alt="robustness ladder" src="data:image/png;base64,' in page
