@@ -248,6 +248,9 @@ def test_ladder_summary_pairs_patients_across_levels(tmp_path):
     assert summary.loc["a", "ap0"] == 1.0 and summary.loc["b", "rpc"] == 1.0
     assert summary.loc["a", "mpc"] == pytest.approx(summary.loc["a", "rpc"])
     assert 0.2 < summary.loc["a", "rpc"] < 0.8 and summary.loc["a", "rpc_high"] < 1.0
+    # the AP lost at the largest level, paired: level 0 finds every lesion, level 8 half
+    assert summary.loc["a", "drop"] == pytest.approx(0.5) and summary.loc["a", "drop_low"] > 0
+    assert summary.loc["b", "drop"] == summary.loc["b", "drop_high"] == 0.0
     assert (
         summary.loc["b", "identical_predictions"] and not summary.loc["a", "identical_predictions"]
     )
