@@ -28,7 +28,7 @@ from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
 from benchmark.names import check_name
 from benchmark.outputs import save_csv, save_json
-from benchmark.phantom.config import PAPER_SPLITS
+from benchmark.phantom.config import PAPER_SPLITS, cohort_name
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -102,11 +102,9 @@ def parse_models(spec: str) -> list[str]:
 def default_cohort_dir(config: dict[str, Any], work: Path = DEFAULT_WORK) -> Path:
     """Where the profile's synthetic cohort lives: named after its phantom settings."""
     ph = config["phantom"]
-    name = f"synthetic-{ph['patients']}p-{ph['size']}px-{ph['slices']}z-seed{ph['seed']}"
+    name = cohort_name(ph)
     if ph.get("motion_mm") is not None:
         name += f"-motion{ph['motion_mm']:g}mm"
-    if ph.get("splits") and tuple(ph["splits"]) != PAPER_SPLITS:
-        name += "-split" + "-".join(str(v) for v in ph["splits"])
     return work / "cohorts" / name
 
 

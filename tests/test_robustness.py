@@ -248,6 +248,9 @@ def test_ladder_summary_pairs_patients_across_levels(tmp_path):
     assert summary.loc["a", "ap0"] == 1.0 and summary.loc["b", "rpc"] == 1.0
     assert summary.loc["a", "mpc"] == pytest.approx(summary.loc["a", "rpc"])
     assert 0.2 < summary.loc["a", "rpc"] < 0.8 and summary.loc["a", "rpc_high"] < 1.0
+    # the AP lost at the largest level, paired: level 0 finds every lesion, level 8 half
+    assert summary.loc["a", "drop"] == pytest.approx(0.5) and summary.loc["a", "drop_low"] > 0
+    assert summary.loc["b", "drop"] == summary.loc["b", "drop_high"] == 0.0
     assert (
         summary.loc["b", "identical_predictions"] and not summary.loc["a", "identical_predictions"]
     )
@@ -404,3 +407,12 @@ def test_real_cohort_path_deforms_the_nonrigid_variant(tmp_path, capsys):
         {0.0: 0.0, 3.0: 3.0}, rel=0.15
     )
     assert "tinyliver-nonrigid" in capsys.readouterr().out
+
+
+def test_report_shows_the_ladder_figure(phantom_ladder, tmp_path):
+    from benchmark.analysis.report import write_report
+
+    root, _ = phantom_ladder
+    page = write_report(root / "runs", tmp_path / "report.html").read_text()
+    assert "Robustness ladder synthetic-6p-256px-6z-seed0" in page
+    assert 'alt="robustness ladder" src="data:image/png;base64,' in page

@@ -49,6 +49,19 @@ def check_splits(splits: tuple[int, int, int] | list[int]) -> tuple[int, int, in
     return values  # type: ignore[return-value]
 
 
+def cohort_name(phantom: dict[str, Any]) -> str:
+    """Name of a profile's synthetic cohort from its ``phantom`` section (motion left out),
+    e.g. ``synthetic-8p-256px-6z-seed2``; a split other than the paper's is appended."""
+    name = (
+        f"synthetic-{phantom['patients']}p-{phantom['size']}px-{phantom['slices']}z-"
+        f"seed{phantom['seed']}"
+    )
+    splits = check_splits(phantom.get("splits") or PAPER_SPLITS)
+    if splits != PAPER_SPLITS:
+        name += "-split" + "-".join(str(v) for v in splits)
+    return name
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
     """Geometry, motion and noise of generated patients.

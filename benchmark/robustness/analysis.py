@@ -3,6 +3,8 @@
 Robustness summaries as in the corruption-robustness literature for detection (Michaelis et
 al., 2019): ``mPC`` is the mean AP over the non-zero levels, ``rPC = mPC / AP(level 0)`` the
 share of the clean (perfectly aligned) performance that survives misalignment (1 = no loss).
+``drop`` is the AP lost at the largest level, ``AP(level 0) - AP(largest level)``: the positive
+control's quantity (a multiphase model must lose AP there, with an interval above 0).
 
 Uncertainty: every level holds the same test patients, so one bootstrap replicate draws the
 patients with replacement ONCE and re-weights the predictions of every level, model and seed
@@ -47,6 +49,9 @@ SUMMARY_COLUMNS = (
     "rpc",
     "rpc_low",
     "rpc_high",
+    "drop",
+    "drop_low",
+    "drop_high",
     "identical_predictions",
 )
 
@@ -157,7 +162,8 @@ def _shared_patients(evals: dict[tuple[str, float, int], Evaluator]) -> np.ndarr
 
 
 def _summary(by_level: dict[float, tuple[float, np.ndarray]]) -> tuple[float, ...]:
-    """AP at level 0, mPC and rPC with their intervals (NaN where undefined)."""
+    """AP at level 0, mPC, rPC and the AP lost at the largest level (AP at level 0 minus AP
+    there, paired replicates), each with its interval (NaN where undefined)."""
     nan = float("nan")
     clean = by_level.get(0.0)
     shifted = [v for level, v in by_level.items() if level > 0]
@@ -170,7 +176,12 @@ def _summary(by_level: dict[float, tuple[float, np.ndarray]]) -> tuple[float, ..
     with np.errstate(divide="ignore", invalid="ignore"):
         rpc = mpc / ap0 if ap0 > 0 else nan
         rpc_rep = np.where(ap0_rep > 0, mpc_rep / ap0_rep, nan)
-    return (ap0, *interval(ap0_rep), mpc, *interval(mpc_rep), rpc, *interval(rpc_rep))
+    last, last_rep = by_level[max(by_level)] if shifted else (nan, np.full(1, nan))
+    drop, drop_rep = ap0 - last, ap0_rep - last_rep
+    return (
+        ap0, *interval(ap0_rep), mpc, *interval(mpc_rep), rpc, *interval(rpc_rep),
+        drop, *interval(drop_rep),
+    )  # fmt: skip
 
 
 def _identical(

@@ -152,6 +152,12 @@ def summarise(
         cohort_kind=first.kind,
         cohorts={level_name(level): str(root) for level, root in plan.cohorts.items()},
         profile=config.get("profile"),
+        settings={
+            "input_size": config["detector"]["input_size"],
+            "width": config["detector"]["width"],
+            "iterations": config["train"]["iterations"],
+            "batch_size": config["train"]["batch_size"],
+        },
         models=list(dict.fromkeys(frame["model"])),
         misalignment_region=sorted(set(measured["region"])),
     )
@@ -174,8 +180,11 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 def note(facts: dict[str, Any]) -> str:
     """One line of facts to judge the numbers by."""
     boxes = "/".join(str(b) for b in facts["lesion_boxes"])
+    settings = facts["settings"]
     return (
-        f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {facts['profile']}; "
+        f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {facts['profile']} "
+        f"(input {settings['input_size']}, width {settings['width']:g}, "
+        f"{settings['iterations']} iterations at batch {settings['batch_size']}); "
         f"{facts['split']} split: {facts['patients']} patients, {boxes} lesion boxes; "
         f"seeds {', '.join(str(s) for s in facts['seeds'])}; "
         f"{facts['bootstrap']} paired patient-bootstrap replicates"
@@ -215,6 +224,9 @@ def format_result(result: LadderResult) -> str:
                 _cell(r.rpc, r.rpc_low, r.rpc_high, scale=1.0, digits=2)
                 for r in result.summary.itertuples()
             ],
+            "AP lost at the largest level": [
+                _cell(r.drop, r.drop_low, r.drop_high) for r in result.summary.itertuples()
+            ],
             "same predictions at every level": [
                 "yes" if v else "no" for v in result.summary["identical_predictions"]
             ],
@@ -228,7 +240,7 @@ def format_result(result: LadderResult) -> str:
             ap.to_string(),
             "",
             "mPC = mean AP (%) over the non-zero levels; rPC = mPC / AP at level 0 "
-            "(1 = no loss), 95% CI:",
+            "(1 = no loss); AP lost = AP at level 0 - AP at the largest level (paired); 95% CI:",
             summary.to_string(),
             "",
             note(facts),

@@ -26,7 +26,7 @@ from benchmark.phantom.config import (
     DEFAULT_MOTION_MM,
     PAPER_SPLITS,
     PhantomConfig,
-    check_splits,
+    cohort_name,
 )
 
 BULK_PER_MOTION = DEFAULT_BULK_MM / DEFAULT_MOTION_MM
@@ -71,19 +71,6 @@ def phantom_level_config(phantom: dict[str, Any], level: float) -> PhantomConfig
     )
 
 
-def phantom_ladder_name(phantom: dict[str, Any]) -> str:
-    """Name of the phantom ladder of a profile's ``phantom`` section (its level cohorts add
-    ``-motion<L>mm``)."""
-    name = (
-        f"synthetic-{phantom['patients']}p-{phantom['size']}px-{phantom['slices']}z-"
-        f"seed{phantom['seed']}"
-    )
-    splits = check_splits(phantom.get("splits") or PAPER_SPLITS)
-    if splits != PAPER_SPLITS:
-        name += "-split" + "-".join(str(v) for v in splits)
-    return name
-
-
 def level_cohort_dir(work: Path, ladder: str, level: float) -> Path:
     """``WORK/robustness/<ladder>-motion<L>mm``: one complete cohort per level."""
     return Path(work) / LADDER_DIR / f"{ladder}-{level_name(level)}"
@@ -98,7 +85,7 @@ def ensure_phantom_levels(
     from benchmark.phantom import synthesize
 
     phantom = config["phantom"]
-    ladder = phantom_ladder_name(phantom)
+    ladder = cohort_name(phantom)
     roots = {}
     for level in levels:
         settings = phantom_level_config(phantom, level)  # invalid levels fail before any work
