@@ -254,6 +254,11 @@ def test_ladder_summary_pairs_patients_across_levels(tmp_path):
     assert (
         summary.loc["b", "identical_predictions"] and not summary.loc["a", "identical_predictions"]
     )
+    # model against model, paired: a loses half its AP, b nothing
+    pair = result.pairs.set_index(["model", "other"]).loc[("a", "b")]
+    assert pair["drop_diff"] == pytest.approx(0.5) and pair["drop_diff_low"] > 0
+    assert pair["rpc_diff"] == pytest.approx(summary.loc["a", "rpc"] - 1.0)
+    assert pair["rpc_diff_high"] < 0
     levels = result.levels.set_index(["model", "level_mm"])
     assert levels.loc[("a", 8.0), "misalignment_mm"] == 10.0
     assert result.facts["patients"] == 6 and result.facts["lesion_boxes"] == [6]
@@ -326,6 +331,9 @@ def test_smoke_ladder_writes_tables_and_figure_and_resumes(phantom_ladder, capsy
     assert main(args) == 0  # rerun: every unit finished before
     text = capsys.readouterr().out
     assert "0 trained, 4 skipped" in text and "rPC" in text
+    assert "gssd_portal - gssd" in text
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert list(zip(pairs["model"], pairs["other"], strict=True)) == [("gssd_portal", "gssd")]
 
 
 def test_negative_control_portal_only_model_sees_identical_data(phantom_ladder):

@@ -5,6 +5,9 @@ al., 2019): ``mPC`` is the mean AP over the non-zero levels, ``rPC = mPC / AP(le
 share of the clean (perfectly aligned) performance that survives misalignment (1 = no loss).
 ``drop`` is the AP lost at the largest level, ``AP(level 0) - AP(largest level)``: the positive
 control's quantity (a multiphase model must lose AP there, with an interval above 0).
+Pairs of models compare ``drop`` and ``rPC`` (model minus other): a negative ``drop_diff`` and a
+positive ``rpc_diff`` say that the model loses less to misalignment than the other (the paper's
+claim for GSSD++ against GSSD).
 
 Uncertainty: every level holds the same test patients, so one bootstrap replicate draws the
 patients with replacement ONCE and re-weights the predictions of every level, model and seed
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +58,29 @@ SUMMARY_COLUMNS = (
     "drop_high",
     "identical_predictions",
 )
+PAIR_COLUMNS = (
+    "model",
+    "other",
+    "drop_diff",
+    "drop_diff_low",
+    "drop_diff_high",
+    "rpc_diff",
+    "rpc_diff_low",
+    "rpc_diff_high",
+)
+Estimate = tuple[float, np.ndarray]
+"""A point value and its paired bootstrap replicates."""
 
 
 @dataclass
 class LadderResult:
-    """Per model and level (:data:`LEVEL_COLUMNS`), per model (:data:`SUMMARY_COLUMNS`), facts."""
+    """Per model and level (:data:`LEVEL_COLUMNS`), per model (:data:`SUMMARY_COLUMNS`), per
+    pair of models (:data:`PAIR_COLUMNS`), facts."""
 
     levels: pd.DataFrame
     summary: pd.DataFrame
+    pairs: pd.DataFrame
     facts: dict[str, Any] = field(default_factory=dict)
-
 
 
 def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -110,6 +127,7 @@ def analyse_ladder(
     levels = sorted(set(units["level"]))
     seeds = sorted(set(units["seed"]))
     level_rows, summary_rows = [], []
+    robustness: dict[str, dict[str, Estimate]] = {}
     for model in models:
         by_level = {}
         for level in levels:
@@ -130,7 +148,10 @@ def analyse_ladder(
                     len(aps),
                 )
             )
-        summary_rows.append((model, *_summary(by_level), _identical(files, model, levels, seeds)))
+        robustness[model] = _robustness(by_level)
+        summary_rows.append(
+            (model, *_summary(robustness[model]), _identical(files, model, levels, seeds))
+        )
     facts = {
         "split": split,
         "metric": metric,
@@ -145,6 +166,7 @@ def analyse_ladder(
     return LadderResult(
         pd.DataFrame(level_rows, columns=list(LEVEL_COLUMNS)),
         pd.DataFrame(summary_rows, columns=list(SUMMARY_COLUMNS)),
+        _pairs(robustness),
         facts,
     )
 
@@ -161,27 +183,46 @@ def _shared_patients(evals: dict[tuple[str, float, int], Evaluator]) -> np.ndarr
     return np.array(sets.pop())
 
 
-def _summary(by_level: dict[float, tuple[float, np.ndarray]]) -> tuple[float, ...]:
+def _robustness(by_level: dict[float, tuple[float, np.ndarray]]) -> dict[str, Estimate]:
     """AP at level 0, mPC, rPC and the AP lost at the largest level (AP at level 0 minus AP
-    there, paired replicates), each with its interval (NaN where undefined)."""
+    there), each as (point value, paired replicates); NaN where undefined."""
     nan = float("nan")
-    clean = by_level.get(0.0)
+    undefined = (nan, np.full(1, nan))
+    clean = by_level.get(0.0, undefined)
     shifted = [v for level, v in by_level.items() if level > 0]
-    ap0, ap0_rep = clean if clean is not None else (nan, np.full(1, nan))
     if shifted:
-        mpc = float(np.mean([v[0] for v in shifted]))
-        mpc_rep = np.mean([v[1] for v in shifted], axis=0)
+        mpc = (float(np.mean([v[0] for v in shifted])), np.mean([v[1] for v in shifted], axis=0))
+        last = by_level[max(by_level)]
     else:
-        mpc, mpc_rep = nan, np.full(1, nan)
+        mpc = last = undefined
     with np.errstate(divide="ignore", invalid="ignore"):
-        rpc = mpc / ap0 if ap0 > 0 else nan
-        rpc_rep = np.where(ap0_rep > 0, mpc_rep / ap0_rep, nan)
-    last, last_rep = by_level[max(by_level)] if shifted else (nan, np.full(1, nan))
-    drop, drop_rep = ap0 - last, ap0_rep - last_rep
-    return (
-        ap0, *interval(ap0_rep), mpc, *interval(mpc_rep), rpc, *interval(rpc_rep),
-        drop, *interval(drop_rep),
+        rpc = (
+            mpc[0] / clean[0] if clean[0] > 0 else nan,
+            np.where(clean[1] > 0, mpc[1] / clean[1], nan),
+        )
+    drop = (clean[0] - last[0], clean[1] - last[1])
+    return {"ap0": clean, "mpc": mpc, "rpc": rpc, "drop": drop}
+
+
+def _summary(estimates: dict[str, Estimate]) -> tuple[float, ...]:
+    """The summary columns of one model: each estimate with its interval."""
+    return tuple(
+        v for name in ("ap0", "mpc", "rpc", "drop")
+        for v in (estimates[name][0], *interval(estimates[name][1]))
     )  # fmt: skip
+
+
+def _pairs(robustness: dict[str, dict[str, Estimate]]) -> pd.DataFrame:
+    """Every pair of models (in the order given): difference of the AP lost at the largest
+    level and of rPC, with intervals of the paired replicates (same patient draws)."""
+    rows = []
+    for model, other in combinations(robustness, 2):
+        row: list[Any] = [model, other]
+        for name in ("drop", "rpc"):
+            a, b = robustness[model][name], robustness[other][name]
+            row += [a[0] - b[0], *interval(a[1] - b[1])]
+        rows.append(tuple(row))
+    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
 
 
 def _identical(

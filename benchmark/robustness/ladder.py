@@ -5,7 +5,7 @@ Layout (``docs/robustness.md``)::
     WORK/robustness/<ladder>-motion<L>mm/        one complete cohort per level
     RUNS/robustness/<ladder>/
       <ladder>-motion<L>mm/unregistered/<model>/seed<k>/   run folders (docs/run-folder.md)
-      levels.csv  summary.csv  misalignment.csv  summary.json  ladder.png
+      levels.csv  summary.csv  pairs.csv  misalignment.csv  summary.json  ladder.png
 
 Each level is an ordinary cohort and each (level, model, seed) an ordinary training unit of
 :func:`benchmark.runner.run_unit`, so the executors of ``run`` train them (resumable, in
@@ -164,6 +164,7 @@ def summarise(
     out = ladder_dir(runs, plan)
     _write_csv(result.levels, out / "levels.csv")
     _write_csv(result.summary, out / "summary.csv")
+    _write_csv(result.pairs, out / "pairs.csv")
     _write_csv(measured, out / "misalignment.csv")
     write_json(out / "summary.json", result.facts)
     ladder_figure(
@@ -233,6 +234,21 @@ def format_result(result: LadderResult) -> str:
         },
         index=pd.Index(result.summary["model"], name="model"),
     )
+    pairs = pd.DataFrame(
+        {
+            "AP lost: difference": [
+                _cell(r.drop_diff, r.drop_diff_low, r.drop_diff_high)
+                for r in result.pairs.itertuples()
+            ],
+            "rPC: difference": [
+                _cell(r.rpc_diff, r.rpc_diff_low, r.rpc_diff_high, scale=1.0, digits=2)
+                for r in result.pairs.itertuples()
+            ],
+        },
+        index=pd.Index(
+            [f"{r.model} - {r.other}" for r in result.pairs.itertuples()], name="models"
+        ),
+    )
     return "\n".join(
         [
             f"AP (%) {facts['metric']} on the {facts['split']} split per level (nominal level, "
@@ -242,6 +258,10 @@ def format_result(result: LadderResult) -> str:
             "mPC = mean AP (%) over the non-zero levels; rPC = mPC / AP at level 0 "
             "(1 = no loss); AP lost = AP at level 0 - AP at the largest level (paired); 95% CI:",
             summary.to_string(),
+            "",
+            "Model against model (first minus second; paired replicates): a negative AP-lost "
+            "difference and a positive rPC difference mean the first loses less to misalignment:",
+            pairs.to_string() if len(pairs) else "(one model: no pairs)",
             "",
             note(facts),
         ]
