@@ -39,10 +39,10 @@ from benchmark.training import (
     train,
 )
 from benchmark.training_progress import ProgressDisplay
+from benchmark.vocabulary import VARIANTS
 
 log = logging.getLogger(__name__)
 
-VARIANTS = (UNREGISTERED, "rigid", "affine", "nonrigid")
 DEFAULT_WORK = Path("work")
 DEFAULT_RUNS = Path("runs")
 CONFIG, METRICS = "config.json", "metrics.json"

@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-METHODS = ("rigid", "affine", "nonrigid")
+from benchmark.vocabulary import REGISTRATIONS
+
+METHODS: tuple[str, ...] = REGISTRATIONS
 BACKENDS = ("itk-elastix", "simpleelastix")
 #: elastix default map names run in sequence for each method
 DEFAULT_MAPS: dict[str, tuple[str, ...]] = {

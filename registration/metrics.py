@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Patient
-
-MOVING_PHASES = tuple(p for p in PHASES if p != FIXED_PHASE)
+from benchmark.vocabulary import FIXED_PHASE
+from benchmark.vocabulary import MOVING_PHASES as MOVING_PHASES
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
