@@ -17,6 +17,7 @@ moving phase against portal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +37,6 @@ COLUMNS = (
 )
 TABLE_CSV = "table2.csv"
 TABLE_MD = "table2.md"
-
-
-def published_dice() -> dict[str, float]:
-    """The paper's Table II liver Dice per variant (``results/published/table2.csv``)."""
-    from benchmark.analysis.published import load_table
-
-    try:
-        table = load_table("II")
-    except FileNotFoundError:
-        log.warning("published Table II not found; liver_dice_published left empty")
-        return {}
-    rows = table[table["metric"] == "liver_dice"]
-    return dict(zip(rows["registration"], rows["value"].astype(float), strict=True))
 
 
 class _Accumulator:
@@ -79,7 +67,7 @@ class _Accumulator:
                 self.residual[1] += float(np.linalg.norm(field[:, 1:], axis=-1).sum())
                 self.residual[2] += int(region.sum())
 
-    def row(self, variant: str, published: dict[str, float]) -> dict[str, object]:
+    def row(self, variant: str, published: Mapping[str, float]) -> dict[str, object]:
         dice = np.concatenate(self.dice) if self.dice else np.zeros(0)
         voxels = self.residual[2]
         ncc = np.asarray(self.ncc, dtype=float)
@@ -96,18 +84,22 @@ class _Accumulator:
 
 
 def alignment_table(
-    cohort_root: str | Path, variants: tuple[str, ...] = (UNREGISTERED, *VARIANTS)
+    cohort_root: str | Path,
+    variants: tuple[str, ...] = (UNREGISTERED, *VARIANTS),
+    published: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Table II: one row per variant (columns :data:`COLUMNS`), also written to
     ``cohort_root/variants/table2.csv`` and ``table2.md``.
 
+    ``published`` gives the paper's liver Dice per variant for the ``liver_dice_published``
+    column (see :func:`benchmark.analysis.published.published_liver_dice`); left empty without.
     Variants that have not been registered yet are left out with a warning.
     """
     source = Cohort(cohort_root)
     slices = {
         pid: touched_slices(source.load(pid, liver=False).lesion) for pid in source.patient_ids
     }
-    published = published_dice()
+    published = dict(published or {})
     rows = []
     for variant in variants:
         folder = variant_dir(cohort_root, variant)

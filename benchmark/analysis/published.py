@@ -7,6 +7,7 @@ One row per model x registration x split x metric with the printed value and its
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from benchmark.vocabulary import AVERAGE as AVERAGE
 from benchmark.vocabulary import PAPER_CELLS, VARIANTS
 from benchmark.vocabulary import REGISTRATIONS as REGISTRATIONS
 from benchmark.vocabulary import VARIANT_LABELS as VARIANT_LABELS
+
+log = logging.getLogger(__name__)
 
 #: the eight AP metrics averaged into one sensitivity in the paper's Fig. 5, as (split, metric)
 METRICS = PAPER_CELLS
@@ -77,6 +80,18 @@ def load_table(name: str, root: str | os.PathLike[str] | None = None) -> pd.Data
         raise ValueError(f"{path}: unknown registration {sorted(unknown)}; use {VARIANTS}")
     frame["value"] = values.astype(float)
     return frame
+
+
+def published_liver_dice(root: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """The paper's Table II liver Dice per variant (``table2.csv``); empty, with a warning,
+    when the table is not found."""
+    try:
+        table = load_table("II", root)
+    except FileNotFoundError:
+        log.warning("published Table II not found; liver_dice_published left empty")
+        return {}
+    rows = table[table["metric"] == "liver_dice"]
+    return dict(zip(rows["registration"], rows["value"].astype(float), strict=True))
 
 
 def load_ap(root: str | os.PathLike[str] | None = None) -> pd.DataFrame:

@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmark.analysis.published import published_liver_dice
     from benchmark.executors import executor_from_args
     from registration.alignment import alignment_table, to_markdown
     from registration.stage import VARIANTS, read_log, register_variant, worker_pool
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                              progress=not args.no_progress,
                              executor=executor if executor.remote else None, pool=pool)
             walls[variant] = time.perf_counter() - start
-    table = alignment_table(args.cohort)
+    table = alignment_table(args.cohort, published=published_liver_dice())
     print("Table II (alignment between phases; written to "
           f"{args.cohort / 'variants' / 'table2.csv'})")
     print(to_markdown(table))
