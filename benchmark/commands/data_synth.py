@@ -119,7 +119,7 @@ def _check_writable(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.inspect import format_summary, summarize
+    from benchmark.cohort_info import format_summary, summarize
     from benchmark.phantom import PhantomConfig, synthesize
 
     config = PhantomConfig(
