@@ -44,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output folder (default: RUNS/analysis, or work/published-analysis with --published)",
     )
-    analyze.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    analyze.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     analyze.add_argument(
         "--no-published-bars", action="store_true", help="Fig. 5 without the published bars"
     )
@@ -66,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument(
         "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
     )
-    comp.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    comp.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     _uncertainty_args(comp)
     add_model_module_arg(comp)
     comp.set_defaults(func=_compare)
@@ -83,7 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", type=Path, default=None, help="HTML file (default: RUNS/report.html)"
     )
-    report.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    report.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     _uncertainty_args(report)
     report.set_defaults(func=_report)
 

@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=_int_at_least(1),
         default=1,
-        metavar="W",
+        metavar="N",
         help="parallel processes (default: %(default)s)",
     )
     parser.add_argument(
