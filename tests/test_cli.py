@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from benchmark import cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -48,3 +54,17 @@ def test_old_runs_spelling_of_train_still_works_and_says_so(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     assert "--out" not in capsys.readouterr().out
+
+
+def test_help_loads_no_heavy_library():
+    """``--help`` of every command builds the parser without torch, pandas or the stages."""
+    code = (
+        "import sys; from benchmark import cli; cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'pandas', 'matplotlib', 'scipy', 'nibabel', "
+        "'benchmark.runner', 'registration.stage', 'benchmark.phantom.synth') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.stdout.strip() == "[]"

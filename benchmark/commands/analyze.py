@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
-from benchmark.analysis.facts import format_estimate, undefined_notes
-from benchmark.analysis.sensitivity import MIN_LESION_BOXES
+from benchmark.analysis.defaults import DEFAULT_BOOTSTRAP, MIN_LESION_BOXES
 from benchmark.commands import add_model_module_arg, load_model_modules
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ORDER = 80
 
@@ -138,6 +138,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from benchmark.analysis import pipeline
 
     load_model_modules(args)
@@ -178,11 +180,15 @@ def _compare(args: argparse.Namespace) -> int:
 def _cell(value, low, high, reason: str, source: str) -> str:
     if source == "published":
         return f"{value:.2f}"
+    from benchmark.analysis.facts import format_estimate
+
     return format_estimate(value, low, high, reason)
 
 
 def _print_cells(sens: pd.DataFrame) -> None:
     """Your eq. 6 sensitivity per cell and registration method, with intervals and reasons."""
+    from benchmark.analysis.facts import format_estimate, undefined_notes
+
     if sens.empty:
         return
     text = sens.assign(

@@ -6,8 +6,6 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
 ORDER = 60
 
 LIST_EPILOG = """\
@@ -42,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def describe(name: str) -> dict[str, Any]:
     """One row of the table: build ``name`` with its defaults on the meta device."""
+    import torch
+
     import models
 
     meta = models.info(name)

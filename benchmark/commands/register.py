@@ -25,8 +25,8 @@ Rerun the same command to resume.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from benchmark.executors import add_executor_args
+    from benchmark.vocabulary import REGISTRATIONS as VARIANTS
     from registration.backends import BACKENDS
-    from registration.stage import VARIANTS
 
     parser = subparsers.add_parser(
         "register",

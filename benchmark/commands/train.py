@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
 from benchmark.commands import add_deprecated_alias, add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
@@ -145,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.analysis.facts import undefined_notes
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
