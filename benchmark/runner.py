@@ -19,16 +19,16 @@ import torch
 import models
 from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
 from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, run_facts
-from benchmark.analysis.published import AVERAGE
+from benchmark.analysis.published import AVERAGE, published_liver_dice
 from benchmark.analysis.published import METRICS as PAPER_CELLS
 from benchmark.analysis.runs import load_runs
 from benchmark.atomic import read_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
-from benchmark.names import check_name
 from benchmark.outputs import save_csv, save_json
 from benchmark.phantom.config import PAPER_SPLITS, cohort_name
+from benchmark.run_folder import CONFIG, METRICS, check_same, is_finished, label, log_path, unit_dir
 from benchmark.training import (
     BEST,
     CHECKPOINTS,
@@ -40,37 +40,21 @@ from benchmark.training import (
     train,
 )
 from benchmark.training_progress import ProgressDisplay
-from registration.variants import ALL_VARIANTS
+from benchmark.vocabulary import RUN_VARIANTS
 
 log = logging.getLogger(__name__)
 
-# the paper's variants first; 3D and fast-preset variants are other experiments with their own
-# run folders (RUNS/<cohort>/<variant>/...), never mixed with the paper's
-VARIANTS = (UNREGISTERED, *ALL_VARIANTS)
 DEFAULT_WORK = Path("work")
 DEFAULT_RUNS = Path("runs")
-CONFIG, METRICS = "config.json", "metrics.json"
 SPLITS = ("val", "test")
-# settings that change how fast, not what, a unit computes: they may differ on a rerun
-NON_IDENTITY = {
-    ("train", "workers"),
-    ("train", "device"),
-    ("train", "threads"),
-    ("eval", "batch_size"),
-    ("phantom", "workers"),
-    ("registration", "workers"),
-    ("runs",),
-    ("description",),
-    ("profile",),
-}
 
 
 # ----------------------------------------------------------------------------- names
 
 
 def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    if variant not in RUN_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(RUN_VARIANTS)}")
     return variant
 
 
@@ -157,7 +141,7 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
     """
     from registration.alignment import TABLE_CSV, alignment_table
 
-    made = [v for v in VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
+    made = [v for v in RUN_VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
     path = Path(cohort_root) / "variants" / TABLE_CSV
     if path.is_file():
         try:
@@ -172,7 +156,7 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
         if present == {UNREGISTERED, *made} and path.stat().st_mtime >= newest:
             return path
     log.info("writing Table II (%s)", path)
-    alignment_table(cohort_root, (UNREGISTERED, *made))
+    alignment_table(cohort_root, (UNREGISTERED, *made), published=published_liver_dice())
     return path
 
 
@@ -196,38 +180,6 @@ def unit_config(
     }
 
 
-def unit_dir(config: dict[str, Any]) -> Path:
-    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``; every part must be a plain folder name."""
-    parts = [check_name(str(config[key]), key) for key in ("cohort_name", "variant", "model")]
-    return Path(config["runs"]).joinpath(*parts, f"seed{config['seed']}")
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in config.items():
-        if (key,) in NON_IDENTITY:
-            continue
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if (key, k) not in NON_IDENTITY}
-        out[key] = value
-    return out
-
-
-def _check_same(run_dir: Path, config: dict[str, Any]) -> None:
-    old = read_json(run_dir / CONFIG)
-    a, b = _identity(old), _identity(config)
-    if a != b:
-        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise ValueError(
-            f"{run_dir / CONFIG}: this run folder holds a run with other settings (differs in "
-            f"{', '.join(keys)}); use another --runs folder or delete {run_dir}"
-        )
-
-
-def is_finished(config: dict[str, Any]) -> bool:
-    return (unit_dir(config) / METRICS).exists()
-
-
 def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) -> Path:
     """Train and evaluate one unit; a finished unit is skipped, a killed one resumes.
 
@@ -236,7 +188,7 @@ def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) ->
     """
     run_dir = unit_dir(config)
     if (run_dir / CONFIG).exists():
-        _check_same(run_dir, config)
+        check_same(run_dir, config)
         if (run_dir / METRICS).exists():
             return run_dir
     else:
@@ -308,25 +260,23 @@ def run_matrix(
     ]
     failed = executor.run_units(units, report) if executor is not None else []
     if failed:
-        from benchmark.executors import units as ex
-
         raise RuntimeError(
             f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
             "command to retry, finished units are skipped): "
-            + "; ".join(f"{ex.label(c)}, log {ex.log_path(c)}" for c in failed)
+            + "; ".join(f"{label(c)}, log {log_path(c)}" for c in failed)
         )
     rows, dirs = [], []
     for k, config in enumerate(units, 1):
-        label = (
+        head = (
             f"[{k}/{len(units)}] {config['model']} / {config['variant']} / seed {config['seed']}"
         )
         if executor is None and is_finished(config):
-            report(f"{label}: finished before, skipped")
+            report(f"{head}: finished before, skipped")
         elif executor is None:  # (an executor has run every unit and reported its progress)
             tick = time.perf_counter()
-            report(f"{label}: training ...")
+            report(f"{head}: training ...")
             run_unit(config)
-            report(f"{label}: done in {time.perf_counter() - tick:.0f} s")
+            report(f"{head}: done in {time.perf_counter() - tick:.0f} s")
         run_dir = unit_dir(config)
         dirs.append(run_dir)
         metrics = read_json(run_dir / METRICS)

@@ -41,7 +41,8 @@ from benchmark.cohort import open_variant
 from benchmark.dataset import LesionSliceDataset, collate
 from benchmark.evaluation import evaluate_frame
 from benchmark.outputs import save_csv, save_json, save_torch
-from benchmark.training_progress import ProgressDisplay, TrainingProgress, unit_label
+from benchmark.run_folder import label as unit_label
+from benchmark.training_progress import ProgressDisplay, TrainingProgress
 
 log = logging.getLogger(__name__)
 

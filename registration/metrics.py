@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Patient
+from benchmark.vocabulary import FIXED_PHASE
+from benchmark.vocabulary import MOVING_PHASES as MOVING_PHASES
 
-MOVING_PHASES = tuple(p for p in PHASES if p != FIXED_PHASE)
 BODY_HU = -500.0
 """Voxels above this HU (in the fixed portal image) count as body for the NCC measure."""
 

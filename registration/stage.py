@@ -45,9 +45,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
+from benchmark.vocabulary import FIXED_PHASE, PHASES
 from registration.backends import (
     Backend,
     ElastixError,
@@ -57,7 +57,7 @@ from registration.backends import (
     get_backend,
     set_threads,
 )
-from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc
+from registration.metrics import MOVING_PHASES, body_ncc
 from registration.presets import describe, parameter_maps
 from registration.transforms import (
     SliceKey,
@@ -67,13 +67,11 @@ from registration.transforms import (
     transforms_path,
     volume_maps,
 )
-from registration.variants import PAPER_VARIANTS, Variant, parse_variant
+from registration.variants import Variant, parse_variant
 from registration.volume import register_volume
 
-__all__ = ["BODY_HU", "VARIANTS", "body_ncc", "register_patient", "register_variant"]
+__all__ = ["register_into", "register_patient", "register_variant"]
 
-VARIANTS: tuple[str, ...] = PAPER_VARIANTS
-"""The paper's variants (2D, default maps): what ``--variant all`` registers by default."""
 LOG_NAME = "registration_log.csv"
 LOG_DIR = "logs"
 LOG_COLUMNS = (
@@ -302,6 +300,22 @@ def _run_patient(
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
     writer.write_patient(out)
     return pid, rows, time.perf_counter() - start
+
+
+def register_into(
+    source_root: str | Path, writer: CohortWriter, pid: str, variant: str,
+    backend: str | Backend, threads: int,
+) -> str:
+    """Register patient ``pid`` of the cohort at ``source_root`` into ``writer`` (the variant's
+    :class:`~benchmark.cohort.CohortWriter`) in this process: one unit of a remote executor.
+
+    Idempotent: a patient folder is written atomically, so a killed call leaves nothing
+    half-written, and a patient already written returns at once. Returns ``pid``.
+    """
+    if pid in writer.done():
+        return pid
+    _init_worker(backend, threads)
+    return _run_patient(Path(source_root), writer, pid, variant)[0]
 
 
 def available_cores() -> int:

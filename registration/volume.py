@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from benchmark import FIXED_PHASE
 from benchmark.cohort import Patient
+from benchmark.vocabulary import FIXED_PHASE
 from registration.backends import Backend, ElastixError, ParameterMap
 from registration.metrics import MOVING_PHASES, body_ncc
 from registration.presets import parameter_maps

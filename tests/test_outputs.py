@@ -123,7 +123,7 @@ def test_a_real_failed_write_in_torch_save_names_the_checkpoint(cohort, tmp_path
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     argv = [sys.executable, "-m", "benchmark", "train", "--cohort", str(cohort), "--model",
             "tiny_test", "--model-module", "tiny_detector", "--profile", "smoke",
-            "--out", str(tmp_path / "runs"), *[a for s in SETS for a in ("--set", s)]]
+            "--runs", str(tmp_path / "runs"), *[a for s in SETS for a in ("--set", s)]]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path,
                           preexec_fn=_limit_file_size, timeout=600)
     run_dir = tmp_path / "runs" / "tiny" / "unregistered" / "tiny_test" / "seed1111"

@@ -107,10 +107,14 @@ def test_plugin_through_model_module_and_models_list(plugin_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:5] == ["name", "params", "input", "supervision", "table"]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
     assert set(SSD_ROWS) | {PLUGIN} <= set(rows)
     assert re.match(r"gssd_pp\s+\d+\.\d\dM\s+300\s+boxes\s+I\s+GSSD\+\+ \(ours\)", rows["gssd_pp"])
-    assert re.match(rf"{PLUGIN}\s+0\.\d\dM\s+128\s+boxes\s+-\s+-\s+example", rows[PLUGIN])
+    assert re.fullmatch(rf"{PLUGIN}\s+0\.\d\dM\s+128\s+boxes\s+-\s+-", rows[PLUGIN])
+    below = lines[lines.index(rows[PLUGIN]) + 1]
+    assert below.startswith("    example")  # the description, wrapped under its row
+    assert max(len(line) for line in lines) <= 100
+    assert "width 1.0" in out and "input size" in out
 
 
 def test_models_list_json_param_counts(capsys):

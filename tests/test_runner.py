@@ -182,7 +182,7 @@ def test_train_command_end_to_end(cohort, tmp_path, capsys):
             "tiny_test",
             "--profile",
             "smoke",
-            "--out",
+            "--runs",
             str(tmp_path),
             "--model-module",
             "tiny_detector",

@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
-from benchmark.commands import add_model_module_arg, load_model_modules
+from benchmark.commands import add_deprecated_alias, add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
 from benchmark.training_progress import ProgressDisplay
@@ -68,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate one model on one cohort variant",
         description="Train one model on a cohort (or one of its registered variants), pick the "
         "best checkpoint on the validation split, evaluate val and test, and write the run "
-        "folder OUT/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
+        "folder RUNS/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
         "is skipped; a killed one resumes from its last checkpoint.",
     )
     train.add_argument("--cohort", required=True, metavar="DIR", help="cohort folder")
@@ -80,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--model", required=True, metavar="NAME", help="a registered model name")
     train.add_argument("--seed", type=int, metavar="S", help="seed (default: the profile's first)")
-    train.add_argument("--out", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    train.add_argument("--runs", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    add_deprecated_alias(train, "--out", "--runs", dest="runs")
     _common(train)
     train.set_defaults(func=cmd_train)
 
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else base["seeds"][0]
     check_seeds([seed], "--seed")
     config = runner.unit_config(
-        base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
+        base, Path(args.cohort), args.variant, args.model, seed, Path(args.runs)
     )
     with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
         run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
@@ -145,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.analysis.facts import undefined_notes
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
