@@ -1,7 +1,7 @@
 """Alignment quality of the unregistered cohort and its variants: the paper's Table II.
 
 Every figure is computed over the same slices for every variant: the slices the detector can
-touch (:func:`registration.stage.touched_slices` of the unregistered lesion mask), for each
+touch (:func:`registration.metrics.touched_slices` of the unregistered lesion mask), for each
 moving phase against portal.
 
 - ``liver_dice``: per-slice liver Dice, mean over non-zero values as the paper did (needs
@@ -27,8 +27,14 @@ import pandas as pd
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, Patient, open_variant, variant_dir
 from benchmark.vocabulary import FIXED_PHASE, REGISTERED_VARIANTS, REGISTRATIONS
-from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc, liver_dice, mean_nonzero
-from registration.stage import touched_slices
+from registration.metrics import (
+    BODY_HU,
+    MOVING_PHASES,
+    body_ncc,
+    liver_dice,
+    mean_nonzero,
+    touched_slices,
+)
 
 log = logging.getLogger(__name__)
 

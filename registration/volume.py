@@ -43,7 +43,7 @@ def residual_volume(
 
     ``true`` is the phase's known field ``(Z, Y, X, 3)`` (dz, dy, dx) mm; ``transform`` the
     registration's ``T(x) - x`` in the same layout. As in 2D
-    (:func:`registration.stage.residual_displacement`) the residual is ``u(x) + d(x + u(x))``
+    (:func:`registration.metrics.residual_displacement`) the residual is ``u(x) + d(x + u(x))``
     (trilinear interpolation of ``d``, nearest value outside the volume). Computed slice by
     slice to keep memory small.
     """

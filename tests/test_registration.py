@@ -24,15 +24,9 @@ from registration.backends import (
     get_backend,
     set_threads,
 )
-from registration.metrics import MOVING_PHASES
+from registration.metrics import MOVING_PHASES, residual_displacement, touched_slices
 from registration.presets import parameter_maps
-from registration.stage import (
-    LOG_COLUMNS,
-    read_log,
-    register_patient,
-    residual_displacement,
-    touched_slices,
-)
+from registration.stage import LOG_COLUMNS, read_log, register_patient
 from registration.transforms import load_transforms
 from registration.variants import Variant
 

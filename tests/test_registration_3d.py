@@ -13,9 +13,9 @@ from registration_phantom import SHIFT, shifted_patient
 from benchmark.cli import main
 from benchmark.cohort import CohortWriter, open_variant, variant_dir
 from registration import alignment_table, register_variant
-from registration.metrics import MOVING_PHASES
+from registration.metrics import MOVING_PHASES, touched_slices
 from registration.presets import FAST_OVERRIDES, describe, parameter_maps
-from registration.stage import read_log, register_patient, touched_slices
+from registration.stage import read_log, register_patient
 from registration.transforms import load_transforms, load_volume_transforms
 from registration.variants import (
     ALL_VARIANTS,
