@@ -1,8 +1,9 @@
 """The benchmark matrix: (model, variant, seed) units, each an idempotent, resumable run folder.
 
 A unit is described completely by its resolved config (see :func:`unit_config`), so
-:func:`run_unit` can run anywhere that sees the cohort and the runs folder (a local loop here,
-a cluster dispatcher later). Layout of a run folder: ``docs/run-folder.md``.
+:func:`run_unit` can run anywhere that sees the cohort and the runs folder; an executor
+(:mod:`benchmark.executors`) runs the units of a matrix. Layout of a run folder:
+``docs/run-folder.md``; the summary of a matrix: :mod:`benchmark.analysis.summary`.
 """
 
 from __future__ import annotations
@@ -17,28 +18,15 @@ import pandas as pd
 import torch
 
 import models
-from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
-from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, run_facts
-from benchmark.analysis.published import AVERAGE, published_liver_dice
-from benchmark.analysis.published import METRICS as PAPER_CELLS
-from benchmark.analysis.runs import load_runs
+from benchmark.analysis.published import published_liver_dice
 from benchmark.atomic import read_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
-from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
 from benchmark.outputs import save_csv, save_json
 from benchmark.phantom.config import PAPER_SPLITS, cohort_name
-from benchmark.run_folder import CONFIG, METRICS, check_same, is_finished, label, log_path, unit_dir
-from benchmark.training import (
-    BEST,
-    CHECKPOINTS,
-    build_model,
-    load_checkpoint,
-    model_overrides,
-    pick_device,
-    predict,
-    train,
-)
+from benchmark.prediction import predict
+from benchmark.run_folder import CONFIG, METRICS, check_same, label, log_path, unit_dir
+from benchmark.training import train
 from benchmark.training_progress import ProgressDisplay
 from benchmark.vocabulary import RUN_VARIANTS
 
@@ -119,9 +107,9 @@ def ensure_variant(
 
     A ``remote`` executor (``benchmark.executors``, e.g. Ray) registers the patients as tasks.
     Whenever a registered variant is used, Table II is brought up to date too (see
-    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it.
+    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it. ``variant`` is a
+    name :func:`check_variant` accepted.
     """
-    check_variant(variant)
     if variant == UNREGISTERED:
         return open_variant(cohort_root, variant)
     if not (variant_dir(cohort_root, variant) / MANIFEST).exists():
@@ -166,13 +154,19 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
 def unit_config(
     base: dict[str, Any], cohort_root: Path, variant: str, model: str, seed: int, runs: Path
 ) -> dict[str, Any]:
-    """The resolved config of one unit (what ``config.json`` of its run folder holds)."""
-    cohort = open_variant(cohort_root, check_variant(variant))
+    """The resolved config of one unit (what ``config.json`` of its run folder holds); an
+    unknown variant or model fails here, naming the valid ones."""
+    return _unit_config(base, cohort_root, check_variant(variant), model, seed, runs)
+
+
+def _unit_config(
+    base: dict[str, Any], cohort_root: Path, variant: str, model: str, seed: int, runs: Path
+) -> dict[str, Any]:
     models.info(model)  # unknown names fail here, listing the valid ones
     return {
         **base,
         "cohort": str(Path(cohort_root).resolve()),
-        "cohort_name": cohort.name,
+        "cohort_name": open_variant(cohort_root, variant).name,
         "variant": variant,
         "model": model,
         "seed": int(seed),
@@ -182,6 +176,9 @@ def unit_config(
 
 def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) -> Path:
     """Train and evaluate one unit; a finished unit is skipped, a killed one resumes.
+
+    The cohort is opened and the model built once: training hands evaluation its datasets and
+    model (:class:`benchmark.training.Trained`).
 
     Writes ``config.json`` first, ``metrics.json`` last (its presence means finished).
     ``progress``: where training shows its progress (default: nowhere).
@@ -193,21 +190,12 @@ def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) ->
             return run_dir
     else:
         save_json(run_dir / CONFIG, config, "run's settings")
-    result = train(config, run_dir, progress=progress)
-    device = pick_device(config["train"]["device"])
-    best = load_checkpoint(run_dir / CHECKPOINTS / BEST)
-    size = config["detector"]["input_size"]
-    cohort = open_variant(config["cohort"], config["variant"])
-    train_set = LesionSliceDataset(cohort, "train", size)
-    model = build_model(config, model_overrides(config, run_dir, train_set)).to(device)
-    model.load_state_dict(best["model"])
-    amp = config["train"]["amp"] == "bf16"
+    trained = train(config, run_dir, progress=progress)
+    model = trained.best_model()
     ev = config["eval"]
     metrics: dict[str, Any] = {}
     for split in SPLITS:
-        frame = predict(
-            model, LesionSliceDataset(cohort, split, size), device, ev["batch_size"], amp
-        )
+        frame = predict(model, trained.data[split], trained.device, ev["batch_size"], trained.amp)
         save_csv(run_dir / f"predictions_{split}.csv", frame, f"{split} predictions")
         metrics[split] = evaluate_frame(
             frame,
@@ -216,12 +204,12 @@ def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) ->
             score_threshold=ev["score_threshold"],
         )
     metrics.update(
-        best_iteration=result["best_iteration"],
-        best_val_score=result["best_score"],
-        iterations=result["iteration"],
-        images_per_second=result["images_per_second"],
-        seconds=result["seconds"],
-        device=str(device),
+        best_iteration=trained.best_iteration,
+        best_val_score=trained.best_score,
+        iterations=trained.iteration,
+        images_per_second=trained.images_per_second,
+        seconds=trained.seconds,
+        device=str(trained.device),
     )
     save_json(run_dir / METRICS, metrics, "metrics")
     return run_dir
@@ -235,17 +223,18 @@ def run_matrix(
     variant: str,
     model_names: Sequence[str],
     seeds: Sequence[int],
+    *,
+    executor: Any,
     cohort: str | Path | None = None,
     runs: str | Path = DEFAULT_RUNS,
     work: str | Path = DEFAULT_WORK,
     report: Callable[[str], None] = print,
-    executor: Any = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run every (model, variant, seed) unit plus its unregistered twin; returns AP rows.
 
-    ``executor`` (``benchmark.executors``: local processes per GPU, or Ray) runs the units
-    instead of this loop; a unit that fails there does not stop the others, and a RuntimeError
-    naming the failed units and their logs is raised once every other unit has finished.
+    ``executor`` (:mod:`benchmark.executors`: local processes per GPU, or Ray) runs the units;
+    a unit that fails there does not stop the others, and a RuntimeError naming the failed
+    units and their logs is raised once every other unit has finished.
     """
     check_variant(variant)
     start = time.perf_counter()
@@ -253,12 +242,12 @@ def run_matrix(
     ensure_variant(cohort_root, variant, base["registration"]["workers"], executor)
     variants = list(dict.fromkeys([UNREGISTERED, variant]))
     units = [
-        unit_config(base, cohort_root, v, m, s, Path(runs))
+        _unit_config(base, cohort_root, v, m, s, Path(runs))
         for m in model_names
         for v in variants
         for s in seeds
     ]
-    failed = executor.run_units(units, report) if executor is not None else []
+    failed = executor.run_units(units, report)
     if failed:
         raise RuntimeError(
             f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
@@ -266,17 +255,7 @@ def run_matrix(
             + "; ".join(f"{label(c)}, log {log_path(c)}" for c in failed)
         )
     rows, dirs = [], []
-    for k, config in enumerate(units, 1):
-        head = (
-            f"[{k}/{len(units)}] {config['model']} / {config['variant']} / seed {config['seed']}"
-        )
-        if executor is None and is_finished(config):
-            report(f"{head}: finished before, skipped")
-        elif executor is None:  # (an executor has run every unit and reported its progress)
-            tick = time.perf_counter()
-            report(f"{head}: training ...")
-            run_unit(config)
-            report(f"{head}: done in {time.perf_counter() - tick:.0f} s")
+    for config in units:
         run_dir = unit_dir(config)
         dirs.append(run_dir)
         metrics = read_json(run_dir / METRICS)
@@ -295,61 +274,6 @@ def run_matrix(
     report(f"matrix finished in {time.perf_counter() - start:.0f} s")
     frame = pd.DataFrame(rows, columns=["model", "variant", "seed", "split", "metric", "ap"])
     return frame, dirs
-
-
-def summarise(
-    run_dirs: Sequence[Path], runs: str | Path, split: str = "test", n_boot: int | None = None
-) -> tuple[Estimates, RunFacts]:
-    """Estimates (AP and sensitivity of every metric of ``split`` and the paper's eight, with
-    95 % intervals) and the facts of the finished units in ``run_dirs``."""
-    found = load_runs(list(run_dirs), runs)
-    cells = list(dict.fromkeys([*((split, k) for k in METRIC_KEYS), *PAPER_CELLS]))
-    est = estimate(found, DEFAULT_BOOTSTRAP if n_boot is None else n_boot, cells=cells)
-    return est, run_facts(found, est)
-
-
-def summary_tables(est: Estimates, variant: str, split: str = "test") -> dict[str, pd.DataFrame]:
-    """Per model: AP (%) on ``variant`` and unregistered, and eq. 6 sensitivity (%), per metric
-    of ``split`` plus the Fig. 5 average, as ``value [95% CI]`` text (``n/a`` when undefined).
-
-    Each table's ``attrs["undefined"]`` lists ``(row, reason)`` of its n/a sensitivities.
-    """
-    ap = est.ap[est.ap["split"] == split].set_index(["model", "registration", "metric"])
-    sens = est.sensitivity.set_index(["model", "registration", "split", "metric"])
-    average = "average (Fig. 5)"
-    out = {}
-    for model in dict.fromkeys(est.ap["model"]):
-        columns = {f"AP {variant}": variant}
-        if variant != UNREGISTERED:
-            columns["AP unregistered"] = UNREGISTERED
-        rows, undefined = {}, []
-        for key in METRIC_KEYS:
-            row = {}
-            for name, v in columns.items():
-                cell = ap.loc[(model, v, key)] if (model, v, key) in ap.index else None
-                row[name] = (
-                    NOT_AVAILABLE
-                    if cell is None
-                    else format_estimate(*cell[["value", "ci_low", "ci_high"]])
-                )
-            rows[key] = row
-        if variant != UNREGISTERED:
-            for key, index in [*((k, (split, k)) for k in METRIC_KEYS), (average, AVERAGE)]:
-                at = (model, variant, *index)
-                if at in sens.index:
-                    cell = sens.loc[at]
-                    reason = cell["undefined_reason"]
-                    text = format_estimate(cell["value"], cell["ci_low"], cell["ci_high"], reason)
-                    if reason:
-                        undefined.append((key, reason))
-                else:
-                    text = NOT_AVAILABLE
-                rows.setdefault(key, {name: "" for name in columns})["sensitivity"] = text
-        table = pd.DataFrame.from_dict(rows, orient="index")
-        table.index.name = "metric"
-        table.attrs["undefined"] = undefined
-        out[model] = table
-    return out
 
 
 def set_threads(config: dict[str, Any]) -> None:

@@ -18,9 +18,10 @@ import torch
 from tiny_cohort import make_cohort
 
 from benchmark import atomic, runner
+from benchmark.checkpoints import BEST, CHECKPOINTS, LAST
 from benchmark.config import resolve
 from benchmark.outputs import OutputError
-from benchmark.training import BEST, CHECKPOINTS, LAST, train
+from benchmark.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ["train.iterations=4", "train.val_every=3", "train.checkpoint_every=2",
@@ -71,7 +72,7 @@ def test_full_disk_during_a_checkpoint_names_it_and_keeps_the_last(cohort, tmp_p
     assert err.value.errno == errno.ENOSPC
     assert _files(run_dir) == before and (run_dir / CHECKPOINTS / LAST).read_bytes() == last
     monkeypatch.undo()
-    assert train(config, run_dir)["iteration"] == 4  # resumes once there is room
+    assert train(config, run_dir).iteration == 4  # resumes once there is room
 
 
 def test_full_disk_while_writing_predictions_leaves_the_unit_unfinished(

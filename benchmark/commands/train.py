@@ -127,7 +127,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     load_model_modules(args)
     base = _config(args)
     runner.set_threads(base)
-    runner.check_variant(args.variant)
     seed = args.seed if args.seed is not None else base["seeds"][0]
     check_seeds([seed], "--seed")
     config = runner.unit_config(
@@ -146,12 +145,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
     from benchmark.analysis.facts import undefined_notes
+    from benchmark.analysis.summary import summarise, summary_tables
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
     runner.set_threads(base)
-    runner.check_variant(args.variant)
     names = runner.parse_models(args.models)
     seeds = args.seeds or base["seeds"]
     check_seeds(seeds, "--seeds")
@@ -165,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         work=args.work,
         executor=executor_from_args(args),
     )
-    est, facts = runner.summarise(dirs, args.runs, args.split)
+    est, facts = summarise(dirs, args.runs, args.split)
     print("\nWhat these numbers rest on:")
     for line in facts.lines():
         print(f"  {line}")
@@ -175,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" and sensitivity (eq. 6, %) of {args.variant} vs unregistered (lower = more robust)"
         )
     print(f"\n{what}; mean over {len(seeds)} seed(s), [95% CI], n/a = undefined:")
-    for model, table in runner.summary_tables(est, args.variant, args.split).items():
+    for model, table in summary_tables(est, args.variant, args.split).items():
         print(f"\n{model}")
         print(table.rename_axis(index=None).to_string())
         for line in undefined_notes(table.attrs["undefined"]):
