@@ -17,7 +17,7 @@ import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``
 import torch
 from tiny_cohort import make_cohort
 
-from benchmark import atomic, runner
+from benchmark import atomic, run_folder, runner
 from benchmark.checkpoints import BEST, CHECKPOINTS, LAST
 from benchmark.config import resolve
 from benchmark.outputs import OutputError
@@ -59,7 +59,7 @@ def _full_disk_after(nbytes: int):
 
 def test_full_disk_during_a_checkpoint_names_it_and_keeps_the_last(cohort, tmp_path, monkeypatch):
     config = _unit(cohort, tmp_path)
-    run_dir = runner.unit_dir(config)
+    run_dir = run_folder.unit_dir(config)
     train(config, run_dir, stop_at=2)
     last = (run_dir / CHECKPOINTS / LAST).read_bytes()
     before = _files(run_dir)
@@ -79,7 +79,7 @@ def test_full_disk_while_writing_predictions_leaves_the_unit_unfinished(
     cohort, tmp_path, monkeypatch
 ):
     config = _unit(cohort, tmp_path)
-    run_dir = runner.unit_dir(config)
+    run_dir = run_folder.unit_dir(config)
     to_csv = pd.DataFrame.to_csv
 
     def predictions_fill_the_disk(frame, path, **kwargs):
@@ -92,10 +92,10 @@ def test_full_disk_while_writing_predictions_leaves_the_unit_unfinished(
         runner.run_unit(config)
     files = _files(run_dir)
     assert not any("predictions" in f or f.endswith(".tmp") for f in files), files
-    assert not runner.is_finished(config)
+    assert not run_folder.is_finished(config)
     monkeypatch.undo()
     runner.run_unit(config)
-    assert runner.is_finished(config) and (run_dir / "predictions_test.csv").exists()
+    assert run_folder.is_finished(config) and (run_dir / "predictions_test.csv").exists()
 
 
 def test_no_permission_names_the_file_and_writes_nothing(cohort, tmp_path, monkeypatch):

@@ -107,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         default="all",
         metavar="all|a,b",
-        help="all (Table I models, default), ablations (Table III) or a comma list",
+        help="all (Table I models, default), ablations (Table III) or a comma list of names "
+        "or patterns (gssd*)",
     )
     run.add_argument("--seeds", type=int, nargs="+", metavar="S", help="default: profile seeds")
     run.add_argument("--runs", default="runs", metavar="RUNS", help="runs folder (default runs)")
@@ -121,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from benchmark import runner
+    from benchmark import run_folder, runner
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
@@ -132,9 +133,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = runner.unit_config(
         base, Path(args.cohort), args.variant, args.model, seed, Path(args.runs)
     )
-    with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
+    with RunLock(run_folder.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
         run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
-    metrics = read_json(run_dir / runner.METRICS)
+    metrics = read_json(run_dir / run_folder.METRICS)
     for split in runner.SPLITS:
         values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
         print(f"{split:5s} AP (%): {values}")
