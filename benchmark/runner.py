@@ -46,26 +46,29 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def table_one_models() -> list[str]:
-    """The models of the paper's Table I, in registry order."""
-    return [name for name in models.available() if models.info(name).table == "I"]
+MODEL_SETS = {"all": "I", "ablations": "III"}
+"""``--models`` shorthands: the paper table whose models they name."""
 
 
 def parse_models(spec: str) -> list[str]:
-    """``all`` (Table I models), ``ablations`` (Table III) or a comma list of model names."""
-    known = models.available()
-    if spec == "all":
-        return table_one_models()
-    if spec == "ablations":
-        return [n for n in known if models.info(n).table == "III"]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
+    """``all`` (Table I models), ``ablations`` (Table III), a comma list of model names or of
+    shell-style patterns (``gssd*``)."""
+    if spec in MODEL_SETS:
+        return models.list_models(table=MODEL_SETS[spec])
+    names: list[str] = []
+    unknown = []
+    for part in (s.strip() for s in spec.split(",")):
+        if part:
+            found = models.list_models(pattern=part)
+            names.extend(found)
+            if not found:
+                unknown.append(part)
     if unknown or not names:
         raise ValueError(
             f"unknown model(s) {', '.join(unknown) or repr(spec)}; use all, ablations or a comma "
-            f"list of: {', '.join(known)}"
+            f"list of: {', '.join(models.list_models())}"
         )
-    return names
+    return list(dict.fromkeys(names))
 
 
 # ----------------------------------------------------------------------------- cohorts
@@ -159,10 +162,15 @@ def unit_config(
     return _unit_config(base, cohort_root, check_variant(variant), model, seed, runs)
 
 
+def check_model(base: dict[str, Any], model: str) -> None:
+    """An unknown model, or an override it does not take, fails here naming the valid ones."""
+    models.check_overrides(model, ["input_size", "width", *base["detector"].get("overrides", {})])
+
+
 def _unit_config(
     base: dict[str, Any], cohort_root: Path, variant: str, model: str, seed: int, runs: Path
 ) -> dict[str, Any]:
-    models.info(model)  # unknown names fail here, listing the valid ones
+    check_model(base, model)
     return {
         **base,
         "cohort": str(Path(cohort_root).resolve()),
@@ -237,6 +245,8 @@ def run_matrix(
     units and their logs is raised once every other unit has finished.
     """
     check_variant(variant)
+    for model in model_names:  # before a cohort is made or registered
+        check_model(base, model)
     start = time.perf_counter()
     cohort_root = ensure_cohort(base, cohort, Path(work))
     ensure_variant(cohort_root, variant, base["registration"]["workers"], executor)

@@ -10,6 +10,7 @@ import pytest
 import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``)
 from tiny_cohort import make_cohort
 
+import models
 from benchmark import cli, runner
 from benchmark.analysis.estimates import AP_COLUMNS, Estimates
 from benchmark.analysis.sensitivity import sensitivity_frame
@@ -41,6 +42,24 @@ def test_profiles_load_and_override():
         apply_overrides(paper, ["train.iteration=5"])
     with pytest.raises(ValueError, match="unknown profile 'fast'.*paper"):
         load_profile("fast")
+
+
+def test_parse_models_takes_sets_names_and_patterns():
+    assert runner.parse_models("all") == models.list_models(table="I")
+    assert runner.parse_models("ablations") == models.list_models(table="III")
+    assert runner.parse_models("gssd, pixellink_pp*") == [
+        "gssd", "pixellink_pp", *models.list_models(pattern="pixellink_pp_*")
+    ]
+    with pytest.raises(ValueError, match="unknown model.*nope.*gssd_pp"):
+        runner.parse_models("gssd,nope")
+
+
+def test_unit_config_refuses_an_override_the_model_does_not_take(cohort, tmp_path):
+    base = resolve("smoke", ["detector.overrides.groups=2"])
+    for model in ("gssd", "pixellink"):
+        with pytest.raises(ValueError, match=f"'{model}' takes no override 'groups'"):
+            runner.unit_config(base, cohort, "unregistered", model, 1, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_builtin_profiles_share_one_shape():

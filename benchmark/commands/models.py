@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_module_arg(lst)
+    lst.add_argument("--table", choices=("I", "III", "none"),
+                     help="only the models of this paper table (none: not in the paper)")
+    lst.add_argument("--pattern", metavar="GLOB", help="only names matching GLOB, e.g. 'gssd*'")
     lst.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     lst.set_defaults(func=run_list)
 
@@ -103,9 +106,10 @@ def _fit(text: str, width: int) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     from benchmark.commands import load_model_modules
-    from models import available
+    from models import list_models
 
     load_model_modules(args)
-    rows = [describe(name) for name in available()]
+    table = "" if args.table == "none" else args.table
+    rows = [describe(name) for name in list_models(table=table, pattern=args.pattern)]
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
