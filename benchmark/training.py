@@ -161,48 +161,13 @@ def train(
     model = build_model(config, model_overrides(config, run_dir, data["train"])).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.param_groups(tc["lr"]),
-        lr=tc["lr"],
-        momentum=tc["momentum"],
-        weight_decay=tc["weight_decay"],
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, tc["milestones"], tc["gamma"])
+    optimizer, scheduler = _optimiser(model, tc)
     ckpt_dir = run_dir / CHECKPOINTS
-    state = {
-        "iteration": 0,
-        "best_score": -math.inf,
-        "best_iteration": 0,
-        "log": [],
-        "seconds": 0.0,
-        "images": 0,
-    }
-    if (ckpt_dir / LAST).exists():
-        saved = load_checkpoint(ckpt_dir / LAST)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        restore_scheduler(scheduler, saved["scheduler"])
-        torch.set_rng_state(saved["rng_torch"])
-        if device.type == "cuda" and "rng_cuda" in saved:
-            torch.cuda.set_rng_state_all(saved["rng_cuda"])
-        state = {k: saved[k] for k in state}
-        log.info("%s: resuming at iteration %d", run_dir, state["iteration"])
-    else:
-        torch.manual_seed(config["seed"])
+    state = _resume(ckpt_dir, model, optimizer, scheduler, device, config["seed"])
 
     total = tc["iterations"]
     stop = min(total, stop_at) if stop_at is not None else total
-    train_set = data["train"]
-    loader = DataLoader(
-        train_set,
-        batch_sampler=IterationSampler(
-            len(train_set), tc["batch_size"], config["seed"], state["iteration"], stop
-        ),
-        collate_fn=collate,
-        num_workers=tc["workers"],
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    loader = _loader(data["train"], tc, config["seed"], state["iteration"], stop, device)
     board = _tensorboard(run_dir)
     meter = None if progress is None else TrainingProgress(
         progress, unit_label(config), state["iteration"], stop, tc["log_every"])
@@ -287,19 +252,7 @@ def train(
             clock()
             state["iteration"], state["log"] = it, log_rows
             _write_log(run_dir, log_rows)
-            rng = {"rng_torch": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["rng_cuda"] = torch.cuda.get_rng_state_all()
-            save_checkpoint(
-                ckpt_dir / LAST,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler_state(scheduler),
-                    **rng,
-                    **state,
-                },
-            )
+            _save_last(ckpt_dir, model, optimizer, scheduler, device, state)
             tick = time.perf_counter()
     if board:
         board.close()
@@ -316,6 +269,95 @@ def train(
         best_score=state["best_score"],
         seconds=state["seconds"],
         images_per_second=state["images"] / max(state["seconds"], 1e-9),
+    )
+
+
+def _optimiser(
+    model: models.Detector, tc: dict[str, Any]
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD over the model's parameter groups, LR steps at ``train.milestones``."""
+    optimizer = torch.optim.SGD(
+        model.param_groups(tc["lr"]),
+        lr=tc["lr"],
+        momentum=tc["momentum"],
+        weight_decay=tc["weight_decay"],
+    )
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, tc["milestones"], tc["gamma"])
+
+
+def _resume(
+    ckpt_dir: Path,
+    model: models.Detector,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """The loop's state: restored with weights, optimiser, schedule and RNG from ``last.pt``
+    when there is one, else fresh (and the torch RNG seeded)."""
+    state: dict[str, Any] = {
+        "iteration": 0,
+        "best_score": -math.inf,
+        "best_iteration": 0,
+        "log": [],
+        "seconds": 0.0,
+        "images": 0,
+    }
+    if not (ckpt_dir / LAST).exists():
+        torch.manual_seed(seed)
+        return state
+    saved = load_checkpoint(ckpt_dir / LAST)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    restore_scheduler(scheduler, saved["scheduler"])
+    torch.set_rng_state(saved["rng_torch"])
+    if device.type == "cuda" and "rng_cuda" in saved:
+        torch.cuda.set_rng_state_all(saved["rng_cuda"])
+    state = {k: saved[k] for k in state}
+    log.info("%s: resuming at iteration %d", ckpt_dir.parent, state["iteration"])
+    return state
+
+
+def _save_last(
+    ckpt_dir: Path,
+    model: models.Detector,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    state: dict[str, Any],
+) -> None:
+    """``last.pt``: everything :func:`_resume` needs to continue bit for bit."""
+    rng = {"rng_torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["rng_cuda"] = torch.cuda.get_rng_state_all()
+    save_checkpoint(
+        ckpt_dir / LAST,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler_state(scheduler),
+            **rng,
+            **state,
+        },
+    )
+
+
+def _loader(
+    train_set: LesionSliceDataset,
+    tc: dict[str, Any],
+    seed: int,
+    start: int,
+    stop: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of iterations ``start .. stop-1`` in their fixed order (:mod:`benchmark.sampler`)."""
+    return DataLoader(
+        train_set,
+        batch_sampler=IterationSampler(len(train_set), tc["batch_size"], seed, start, stop),
+        collate_fn=collate,
+        num_workers=tc["workers"],
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
 
 
