@@ -41,6 +41,8 @@ SPLITS = ("val", "test")
 
 
 def check_variant(variant: str) -> str:
+    """``variant`` when it names a variant (:data:`benchmark.vocabulary.RUN_VARIANTS`), else a
+    ValueError listing them."""
     if variant not in RUN_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(RUN_VARIANTS)}")
     return variant

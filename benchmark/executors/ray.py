@@ -106,7 +106,7 @@ class RayExecutor:
         return failed
 
     def register_patients(
-        self, source_root: str | Path, writer: Any, pids: Sequence[str], method: str, backend: Any
+        self, source_root: str | Path, writer: Any, pids: Sequence[str], variant: str, backend: Any
     ) -> Iterator[str]:
         """Register each patient as a task; yields patient ids as they finish."""
         ray = self.ray
@@ -114,7 +114,7 @@ class RayExecutor:
             num_cpus=self.cpus_per_patient, max_retries=self.max_retries
         )
         pending = [
-            task.remote(str(source_root), writer, pid, method, backend, self.cpus_per_patient)
+            task.remote(str(source_root), writer, pid, variant, backend, self.cpus_per_patient)
             for pid in pids
         ]
         while pending:

@@ -99,7 +99,7 @@ def train_unit(
 
 
 def register_patient_unit(
-    source_root: str, writer: Any, pid: str, method: str, backend: Any, threads: int
+    source_root: str, writer: Any, pid: str, variant: str, backend: Any, threads: int
 ) -> str:
     """Register one patient into ``writer`` (a ``CohortWriter``); returns the patient id.
 
@@ -109,4 +109,4 @@ def register_patient_unit(
     """
     from registration.stage import register_into
 
-    return register_into(source_root, writer, pid, method, backend, threads)
+    return register_into(source_root, writer, pid, variant, backend, threads)
