@@ -8,8 +8,6 @@ training and evaluation, analysis.
 
 __version__ = "0.1.0"
 
-PHASES: tuple[str, ...] = ("precontrast", "arterial", "portal", "delayed")
-"""Phase order used everywhere: files, manifests and the 12-channel input (phase-major)."""
+from benchmark.vocabulary import FIXED_PHASE, PHASES
 
-FIXED_PHASE = "portal"
-"""The registration target and the phase whose grid all others are resampled onto."""
+__all__ = ["FIXED_PHASE", "PHASES", "__version__"]

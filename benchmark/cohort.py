@@ -34,9 +34,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.names import check_name
+from benchmark.vocabulary import FIXED_PHASE, PHASES
+from benchmark.vocabulary import UNREGISTERED as UNREGISTERED
 
 FORMAT_NAME = "phasebench-cohort"
 FORMAT_VERSION = 2
@@ -47,7 +48,6 @@ MANIFEST = "cohort.json"
 PARTIAL_MARKER = ".partial.json"
 PATIENT_META = "patient.json"
 SPLITS = ("train", "val", "test")
-UNREGISTERED = "unregistered"
 
 
 class CohortError(ValueError):

@@ -39,10 +39,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from benchmark.vocabulary import CRITERIA, METRIC_KEYS
+
 SCORE_THRESHOLD = 0.2
-THRESHOLDS = (0.3, 0.5, 0.7)
-CRITERIA = ("IoU", "IoBB")
-METRIC_KEYS = tuple(f"{c}{round(t * 100)}" for c in CRITERIA for t in THRESHOLDS)
 FROC_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 FROC_CRITERION = "IoU30"
 PREDICTION_COLUMNS = ("patient", "slice", "kind", "x0", "y0", "x1", "y1", "score")

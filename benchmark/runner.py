@@ -1,8 +1,9 @@
 """The benchmark matrix: (model, variant, seed) units, each an idempotent, resumable run folder.
 
 A unit is described completely by its resolved config (see :func:`unit_config`), so
-:func:`run_unit` can run anywhere that sees the cohort and the runs folder (a local loop here,
-a cluster dispatcher later). Layout of a run folder: ``docs/run-folder.md``.
+:func:`run_unit` can run anywhere that sees the cohort and the runs folder; an executor
+(:mod:`benchmark.executors`) runs the units of a matrix. Layout of a run folder:
+``docs/run-folder.md``; the summary of a matrix: :mod:`benchmark.analysis.summary`.
 """
 
 from __future__ import annotations
@@ -17,83 +18,59 @@ import pandas as pd
 import torch
 
 import models
-from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP, Estimates, estimate
-from benchmark.analysis.facts import NOT_AVAILABLE, RunFacts, format_estimate, run_facts
-from benchmark.analysis.published import AVERAGE
-from benchmark.analysis.published import METRICS as PAPER_CELLS
-from benchmark.analysis.runs import load_runs
+from benchmark.analysis.published import published_liver_dice
 from benchmark.atomic import read_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant, variant_dir
-from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import METRIC_KEYS, evaluate_frame
-from benchmark.names import check_name
 from benchmark.outputs import save_csv, save_json
 from benchmark.phantom.config import PAPER_SPLITS, cohort_name
-from benchmark.training import (
-    BEST,
-    CHECKPOINTS,
-    build_model,
-    load_checkpoint,
-    model_overrides,
-    pick_device,
-    predict,
-    train,
-)
+from benchmark.prediction import predict
+from benchmark.run_folder import CONFIG, METRICS, check_same, label, log_path, unit_dir
+from benchmark.training import train
 from benchmark.training_progress import ProgressDisplay
-from registration.variants import ALL_VARIANTS
+from benchmark.vocabulary import RUN_VARIANTS
 
 log = logging.getLogger(__name__)
 
-# the paper's variants first; 3D and fast-preset variants are other experiments with their own
-# run folders (RUNS/<cohort>/<variant>/...), never mixed with the paper's
-VARIANTS = (UNREGISTERED, *ALL_VARIANTS)
 DEFAULT_WORK = Path("work")
 DEFAULT_RUNS = Path("runs")
-CONFIG, METRICS = "config.json", "metrics.json"
 SPLITS = ("val", "test")
-# settings that change how fast, not what, a unit computes: they may differ on a rerun
-NON_IDENTITY = {
-    ("train", "workers"),
-    ("train", "device"),
-    ("train", "threads"),
-    ("eval", "batch_size"),
-    ("phantom", "workers"),
-    ("registration", "workers"),
-    ("runs",),
-    ("description",),
-    ("profile",),
-}
 
 
 # ----------------------------------------------------------------------------- names
 
 
 def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    """``variant`` when it names a variant (:data:`benchmark.vocabulary.RUN_VARIANTS`), else a
+    ValueError listing them."""
+    if variant not in RUN_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(RUN_VARIANTS)}")
     return variant
 
 
-def table_one_models() -> list[str]:
-    """The models of the paper's Table I, in registry order."""
-    return [name for name in models.available() if models.info(name).table == "I"]
+MODEL_SETS = {"all": "I", "ablations": "III"}
+"""``--models`` shorthands: the paper table whose models they name."""
 
 
 def parse_models(spec: str) -> list[str]:
-    """``all`` (Table I models), ``ablations`` (Table III) or a comma list of model names."""
-    known = models.available()
-    if spec == "all":
-        return table_one_models()
-    if spec == "ablations":
-        return [n for n in known if models.info(n).table == "III"]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
+    """``all`` (Table I models), ``ablations`` (Table III), a comma list of model names or of
+    shell-style patterns (``gssd*``)."""
+    if spec in MODEL_SETS:
+        return models.list_models(table=MODEL_SETS[spec])
+    names: list[str] = []
+    unknown = []
+    for part in (s.strip() for s in spec.split(",")):
+        if part:
+            found = models.list_models(pattern=part)
+            names.extend(found)
+            if not found:
+                unknown.append(part)
     if unknown or not names:
         raise ValueError(
             f"unknown model(s) {', '.join(unknown) or repr(spec)}; use all, ablations or a comma "
-            f"list of: {', '.join(known)}"
+            f"list of: {', '.join(models.list_models())}"
         )
-    return names
+    return list(dict.fromkeys(names))
 
 
 # ----------------------------------------------------------------------------- cohorts
@@ -135,9 +112,9 @@ def ensure_variant(
 
     A ``remote`` executor (``benchmark.executors``, e.g. Ray) registers the patients as tasks.
     Whenever a registered variant is used, Table II is brought up to date too (see
-    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it.
+    :func:`ensure_alignment_table`), so ``analyze`` and ``report`` find it. ``variant`` is a
+    name :func:`check_variant` accepted.
     """
-    check_variant(variant)
     if variant == UNREGISTERED:
         return open_variant(cohort_root, variant)
     if not (variant_dir(cohort_root, variant) / MANIFEST).exists():
@@ -157,7 +134,7 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
     """
     from registration.alignment import TABLE_CSV, alignment_table
 
-    made = [v for v in VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
+    made = [v for v in RUN_VARIANTS[1:] if (variant_dir(cohort_root, v) / MANIFEST).exists()]
     path = Path(cohort_root) / "variants" / TABLE_CSV
     if path.is_file():
         try:
@@ -172,7 +149,7 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
         if present == {UNREGISTERED, *made} and path.stat().st_mtime >= newest:
             return path
     log.info("writing Table II (%s)", path)
-    alignment_table(cohort_root, (UNREGISTERED, *made))
+    alignment_table(cohort_root, (UNREGISTERED, *made), published=published_liver_dice())
     return path
 
 
@@ -182,13 +159,24 @@ def ensure_alignment_table(cohort_root: Path) -> Path:
 def unit_config(
     base: dict[str, Any], cohort_root: Path, variant: str, model: str, seed: int, runs: Path
 ) -> dict[str, Any]:
-    """The resolved config of one unit (what ``config.json`` of its run folder holds)."""
-    cohort = open_variant(cohort_root, check_variant(variant))
-    models.info(model)  # unknown names fail here, listing the valid ones
+    """The resolved config of one unit (what ``config.json`` of its run folder holds); an
+    unknown variant or model fails here, naming the valid ones."""
+    return _unit_config(base, cohort_root, check_variant(variant), model, seed, runs)
+
+
+def check_model(base: dict[str, Any], model: str) -> None:
+    """An unknown model, or an override it does not take, fails here naming the valid ones."""
+    models.check_overrides(model, ["input_size", "width", *base["detector"].get("overrides", {})])
+
+
+def _unit_config(
+    base: dict[str, Any], cohort_root: Path, variant: str, model: str, seed: int, runs: Path
+) -> dict[str, Any]:
+    check_model(base, model)
     return {
         **base,
         "cohort": str(Path(cohort_root).resolve()),
-        "cohort_name": cohort.name,
+        "cohort_name": open_variant(cohort_root, variant).name,
         "variant": variant,
         "model": model,
         "seed": int(seed),
@@ -196,66 +184,28 @@ def unit_config(
     }
 
 
-def unit_dir(config: dict[str, Any]) -> Path:
-    """``RUNS/<cohort>/<variant>/<model>/seed<k>/``; every part must be a plain folder name."""
-    parts = [check_name(str(config[key]), key) for key in ("cohort_name", "variant", "model")]
-    return Path(config["runs"]).joinpath(*parts, f"seed{config['seed']}")
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in config.items():
-        if (key,) in NON_IDENTITY:
-            continue
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if (key, k) not in NON_IDENTITY}
-        out[key] = value
-    return out
-
-
-def _check_same(run_dir: Path, config: dict[str, Any]) -> None:
-    old = read_json(run_dir / CONFIG)
-    a, b = _identity(old), _identity(config)
-    if a != b:
-        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise ValueError(
-            f"{run_dir / CONFIG}: this run folder holds a run with other settings (differs in "
-            f"{', '.join(keys)}); use another --runs folder or delete {run_dir}"
-        )
-
-
-def is_finished(config: dict[str, Any]) -> bool:
-    return (unit_dir(config) / METRICS).exists()
-
-
 def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) -> Path:
     """Train and evaluate one unit; a finished unit is skipped, a killed one resumes.
+
+    The cohort is opened and the model built once: training hands evaluation its datasets and
+    model (:class:`benchmark.training.Trained`).
 
     Writes ``config.json`` first, ``metrics.json`` last (its presence means finished).
     ``progress``: where training shows its progress (default: nowhere).
     """
     run_dir = unit_dir(config)
     if (run_dir / CONFIG).exists():
-        _check_same(run_dir, config)
+        check_same(run_dir, config)
         if (run_dir / METRICS).exists():
             return run_dir
     else:
         save_json(run_dir / CONFIG, config, "run's settings")
-    result = train(config, run_dir, progress=progress)
-    device = pick_device(config["train"]["device"])
-    best = load_checkpoint(run_dir / CHECKPOINTS / BEST)
-    size = config["detector"]["input_size"]
-    cohort = open_variant(config["cohort"], config["variant"])
-    train_set = LesionSliceDataset(cohort, "train", size)
-    model = build_model(config, model_overrides(config, run_dir, train_set)).to(device)
-    model.load_state_dict(best["model"])
-    amp = config["train"]["amp"] == "bf16"
+    trained = train(config, run_dir, progress=progress)
+    model = trained.best_model()
     ev = config["eval"]
     metrics: dict[str, Any] = {}
     for split in SPLITS:
-        frame = predict(
-            model, LesionSliceDataset(cohort, split, size), device, ev["batch_size"], amp
-        )
+        frame = predict(model, trained.data[split], trained.device, ev["batch_size"], trained.amp)
         save_csv(run_dir / f"predictions_{split}.csv", frame, f"{split} predictions")
         metrics[split] = evaluate_frame(
             frame,
@@ -264,12 +214,12 @@ def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) ->
             score_threshold=ev["score_threshold"],
         )
     metrics.update(
-        best_iteration=result["best_iteration"],
-        best_val_score=result["best_score"],
-        iterations=result["iteration"],
-        images_per_second=result["images_per_second"],
-        seconds=result["seconds"],
-        device=str(device),
+        best_iteration=trained.best_iteration,
+        best_val_score=trained.best_score,
+        iterations=trained.iteration,
+        images_per_second=trained.images_per_second,
+        seconds=trained.seconds,
+        device=str(trained.device),
     )
     save_json(run_dir / METRICS, metrics, "metrics")
     return run_dir
@@ -283,50 +233,41 @@ def run_matrix(
     variant: str,
     model_names: Sequence[str],
     seeds: Sequence[int],
+    *,
+    executor: Any,
     cohort: str | Path | None = None,
     runs: str | Path = DEFAULT_RUNS,
     work: str | Path = DEFAULT_WORK,
     report: Callable[[str], None] = print,
-    executor: Any = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
     """Run every (model, variant, seed) unit plus its unregistered twin; returns AP rows.
 
-    ``executor`` (``benchmark.executors``: local processes per GPU, or Ray) runs the units
-    instead of this loop; a unit that fails there does not stop the others, and a RuntimeError
-    naming the failed units and their logs is raised once every other unit has finished.
+    ``executor`` (:mod:`benchmark.executors`: local processes per GPU, or Ray) runs the units;
+    a unit that fails there does not stop the others, and a RuntimeError naming the failed
+    units and their logs is raised once every other unit has finished.
     """
     check_variant(variant)
+    for model in model_names:  # before a cohort is made or registered
+        check_model(base, model)
     start = time.perf_counter()
     cohort_root = ensure_cohort(base, cohort, Path(work))
     ensure_variant(cohort_root, variant, base["registration"]["workers"], executor)
     variants = list(dict.fromkeys([UNREGISTERED, variant]))
     units = [
-        unit_config(base, cohort_root, v, m, s, Path(runs))
+        _unit_config(base, cohort_root, v, m, s, Path(runs))
         for m in model_names
         for v in variants
         for s in seeds
     ]
-    failed = executor.run_units(units, report) if executor is not None else []
+    failed = executor.run_units(units, report)
     if failed:
-        from benchmark.executors import units as ex
-
         raise RuntimeError(
             f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
             "command to retry, finished units are skipped): "
-            + "; ".join(f"{ex.label(c)}, log {ex.log_path(c)}" for c in failed)
+            + "; ".join(f"{label(c)}, log {log_path(c)}" for c in failed)
         )
     rows, dirs = [], []
-    for k, config in enumerate(units, 1):
-        label = (
-            f"[{k}/{len(units)}] {config['model']} / {config['variant']} / seed {config['seed']}"
-        )
-        if executor is None and is_finished(config):
-            report(f"{label}: finished before, skipped")
-        elif executor is None:  # (an executor has run every unit and reported its progress)
-            tick = time.perf_counter()
-            report(f"{label}: training ...")
-            run_unit(config)
-            report(f"{label}: done in {time.perf_counter() - tick:.0f} s")
+    for config in units:
         run_dir = unit_dir(config)
         dirs.append(run_dir)
         metrics = read_json(run_dir / METRICS)
@@ -345,61 +286,6 @@ def run_matrix(
     report(f"matrix finished in {time.perf_counter() - start:.0f} s")
     frame = pd.DataFrame(rows, columns=["model", "variant", "seed", "split", "metric", "ap"])
     return frame, dirs
-
-
-def summarise(
-    run_dirs: Sequence[Path], runs: str | Path, split: str = "test", n_boot: int | None = None
-) -> tuple[Estimates, RunFacts]:
-    """Estimates (AP and sensitivity of every metric of ``split`` and the paper's eight, with
-    95 % intervals) and the facts of the finished units in ``run_dirs``."""
-    found = load_runs(list(run_dirs), runs)
-    cells = list(dict.fromkeys([*((split, k) for k in METRIC_KEYS), *PAPER_CELLS]))
-    est = estimate(found, DEFAULT_BOOTSTRAP if n_boot is None else n_boot, cells=cells)
-    return est, run_facts(found, est)
-
-
-def summary_tables(est: Estimates, variant: str, split: str = "test") -> dict[str, pd.DataFrame]:
-    """Per model: AP (%) on ``variant`` and unregistered, and eq. 6 sensitivity (%), per metric
-    of ``split`` plus the Fig. 5 average, as ``value [95% CI]`` text (``n/a`` when undefined).
-
-    Each table's ``attrs["undefined"]`` lists ``(row, reason)`` of its n/a sensitivities.
-    """
-    ap = est.ap[est.ap["split"] == split].set_index(["model", "registration", "metric"])
-    sens = est.sensitivity.set_index(["model", "registration", "split", "metric"])
-    average = "average (Fig. 5)"
-    out = {}
-    for model in dict.fromkeys(est.ap["model"]):
-        columns = {f"AP {variant}": variant}
-        if variant != UNREGISTERED:
-            columns["AP unregistered"] = UNREGISTERED
-        rows, undefined = {}, []
-        for key in METRIC_KEYS:
-            row = {}
-            for name, v in columns.items():
-                cell = ap.loc[(model, v, key)] if (model, v, key) in ap.index else None
-                row[name] = (
-                    NOT_AVAILABLE
-                    if cell is None
-                    else format_estimate(*cell[["value", "ci_low", "ci_high"]])
-                )
-            rows[key] = row
-        if variant != UNREGISTERED:
-            for key, index in [*((k, (split, k)) for k in METRIC_KEYS), (average, AVERAGE)]:
-                at = (model, variant, *index)
-                if at in sens.index:
-                    cell = sens.loc[at]
-                    reason = cell["undefined_reason"]
-                    text = format_estimate(cell["value"], cell["ci_low"], cell["ci_high"], reason)
-                    if reason:
-                        undefined.append((key, reason))
-                else:
-                    text = NOT_AVAILABLE
-                rows.setdefault(key, {name: "" for name in columns})["sensitivity"] = text
-        table = pd.DataFrame.from_dict(rows, orient="index")
-        table.index.name = "metric"
-        table.attrs["undefined"] = undefined
-        out[model] = table
-    return out
 
 
 def set_threads(config: dict[str, Any]) -> None:

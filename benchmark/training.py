@@ -7,91 +7,56 @@ best checkpoint is the one with the highest **mean of the validation APs named i
 ``train.select_metrics``** (default IoU50 and IoBB50: the paper reports both, and the mean
 rewards a detector that is good under either overlap definition).
 
-Data order is a pure function of ``(seed, iteration)``: the batch of iteration ``i`` holds the
-samples ``i*B .. i*B+B-1`` of a stream of per-epoch permutations drawn from ``(seed, epoch)``,
-and each sample's augmentation is drawn from ``(seed, draw, index)``. A resumed run therefore
-sees exactly the batches an uninterrupted run sees; with the torch RNG state restored too, the
-weights on CPU are identical.
-
-Checkpoints hold only tensors and plain containers, written atomically, and are read with
-``torch.load(weights_only=True)``.
+Data order is a pure function of ``(seed, iteration)`` (:mod:`benchmark.sampler`), and each
+sample's augmentation is drawn from ``(seed, draw, index)``. A resumed run therefore sees
+exactly the batches an uninterrupted run sees; with the torch RNG state restored from the
+checkpoint (:mod:`benchmark.checkpoints`) too, the weights on CPU are identical. Prediction and
+the validation APs live in :mod:`benchmark.prediction`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 import models
 from benchmark.atomic import read_json
 from benchmark.augment import SSDAugment
+from benchmark.checkpoints import (
+    BEST,
+    CHECKPOINTS,
+    LAST,
+    load_checkpoint,
+    restore_scheduler,
+    save_checkpoint,
+    scheduler_state,
+)
 from benchmark.cohort import open_variant
 from benchmark.dataset import LesionSliceDataset, collate
-from benchmark.evaluation import evaluate_frame
-from benchmark.outputs import save_csv, save_json, save_torch
-from benchmark.training_progress import ProgressDisplay, TrainingProgress, unit_label
+from benchmark.outputs import save_csv, save_json
+from benchmark.prediction import autocast, quick_metrics
+from benchmark.run_folder import label as unit_label
+from benchmark.sampler import IterationSampler
+from benchmark.training_progress import ProgressDisplay, TrainingProgress
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-LAST, BEST = "last.pt", "best.pt"
 ANCHORS = "anchors.json"
 TRAIN_LOG = "train_log.csv"
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says where and why."""
-
-
-# ----------------------------------------------------------------------------- data order
-
-
-def batch_keys(n: int, batch: int, seed: int, iteration: int) -> list[tuple[int, int]]:
-    """``(index, draw)`` keys of the batch at ``iteration`` (0-based); deterministic."""
-    keys = []
-    for draw in range(iteration * batch, (iteration + 1) * batch):
-        epoch, pos = divmod(draw, n)
-        perm = _permutation(n, seed, epoch)
-        keys.append((int(perm[pos]), draw))
-    return keys
-
-
-_perm_cache: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    key = (n, seed, epoch)
-    if key not in _perm_cache:
-        if len(_perm_cache) > 8:
-            _perm_cache.clear()
-        _perm_cache[key] = np.random.default_rng((seed, epoch, 0xDA7A)).permutation(n)
-    return _perm_cache[key]
-
-
-class IterationSampler(Sampler[list[tuple[int, int]]]):
-    """Batch sampler yielding the keys of iterations ``start .. stop-1``."""
-
-    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int):
-        self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for it in range(self.start, self.stop):
-            yield batch_keys(self.n, self.batch, self.seed, it)
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
 
 
 # ----------------------------------------------------------------------------- building
@@ -145,86 +110,31 @@ def datasets(config: dict[str, Any]) -> dict[str, LesionSliceDataset]:
     }
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically; a full disk ends with a message naming the file, the old
-    file intact (a rerun resumes from it)."""
-    save_torch(path, state, "checkpoint")
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: checkpoint missing; rerun training for this run folder (delete the folder "
-            "to start over)"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: damaged checkpoint ({err}); delete it to retrain") from None
-
-
-def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
-    state = scheduler.state_dict()
-    state["milestones"] = dict(state["milestones"])  # Counter is not weights_only-loadable
-    return state
-
-
-def _restore_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict) -> None:
-    state = dict(state)
-    state["milestones"] = Counter(state["milestones"])
-    scheduler.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------- prediction
-
-
-@torch.no_grad()
-def predict(
-    model: models.Detector,
-    dataset: LesionSliceDataset,
-    device: torch.device,
-    batch_size: int = 16,
-    amp: bool = False,
-) -> pd.DataFrame:
-    """Ground truth and detections of every item, in native slice pixels (predictions CSV)."""
-    model.eval()
-    rows = []
-    for start in range(0, len(dataset), batch_size):
-        indices = range(start, min(start + batch_size, len(dataset)))
-        images, _ = collate([dataset[i] for i in indices])
-        with _autocast(device, amp):
-            outputs = model(images.to(device))
-        for i, out in zip(indices, outputs, strict=True):
-            ref = dataset.items[i]
-            h, w = dataset.raw_shape(i)
-            scale = (
-                np.array([w, h, w, h], np.float64) / dataset.input_size if dataset.input_size else 1
-            )
-            for box in ref.boxes:
-                rows.append((ref.patient, ref.slice, "gt", *map(float, box), float("nan")))
-            boxes = out["boxes"].float().cpu().numpy().reshape(-1, 4) * scale
-            for box, score in zip(boxes, out["scores"].float().cpu().numpy(), strict=True):
-                rows.append((ref.patient, ref.slice, "det", *map(float, box), float(score)))
-    return pd.DataFrame(rows, columns=["patient", "slice", "kind", "x0", "y0", "x1", "y1", "score"])
-
-
-def quick_metrics(model, dataset, device, keys, batch_size=16, amp=False) -> dict[str, float]:
-    """Validation APs (no bootstrap) used to pick the best checkpoint."""
-    frame = predict(model, dataset, device, batch_size, amp)
-    metrics = evaluate_frame(frame)
-    return {k: metrics[k] for k in keys}
-
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class Trained:
+    """What training hands to evaluation: the model it built (on ``device``), the cohort's
+    datasets (``train``, ``val``, ``test``) and the run's figures, so a unit opens its cohort
+    and builds its model once."""
+
+    run_dir: Path
+    model: models.Detector
+    device: torch.device
+    amp: bool
+    data: dict[str, LesionSliceDataset]
+    iteration: int
+    best_iteration: int
+    best_score: float
+    seconds: float
+    images_per_second: float
+
+    def best_model(self) -> models.Detector:
+        """The model with the best checkpoint's weights (read from the run folder, where an
+        earlier, killed process may have written it)."""
+        self.model.load_state_dict(load_checkpoint(self.run_dir / CHECKPOINTS / BEST)["model"])
+        return self.model
 
 
 def train(
@@ -232,12 +142,13 @@ def train(
     run_dir: str | Path,
     stop_at: int | None = None,
     progress: ProgressDisplay | None = None,
-) -> dict[str, Any]:
+) -> Trained:
     """Train one (model, variant, seed) unit into ``run_dir``; resumes from ``last.pt``.
 
     ``stop_at`` ends the loop early (after checkpointing) at that iteration, as a kill would.
     ``progress``: where to show iteration, loss, images/s and ETA (default: nowhere).
-    Returns ``best_iteration``, ``best_score``, ``images_per_second``, ``seconds``, ``iteration``.
+    Returns the model and datasets for evaluation, the iteration reached, the best
+    checkpoint's iteration and validation score, and the training time and throughput.
     """
     run_dir = Path(run_dir)
     tc = config["train"]
@@ -250,48 +161,13 @@ def train(
     model = build_model(config, model_overrides(config, run_dir, data["train"])).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.param_groups(tc["lr"]),
-        lr=tc["lr"],
-        momentum=tc["momentum"],
-        weight_decay=tc["weight_decay"],
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, tc["milestones"], tc["gamma"])
+    optimizer, scheduler = _optimiser(model, tc)
     ckpt_dir = run_dir / CHECKPOINTS
-    state = {
-        "iteration": 0,
-        "best_score": -math.inf,
-        "best_iteration": 0,
-        "log": [],
-        "seconds": 0.0,
-        "images": 0,
-    }
-    if (ckpt_dir / LAST).exists():
-        saved = load_checkpoint(ckpt_dir / LAST)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        _restore_scheduler(scheduler, saved["scheduler"])
-        torch.set_rng_state(saved["rng_torch"])
-        if device.type == "cuda" and "rng_cuda" in saved:
-            torch.cuda.set_rng_state_all(saved["rng_cuda"])
-        state = {k: saved[k] for k in state}
-        log.info("%s: resuming at iteration %d", run_dir, state["iteration"])
-    else:
-        torch.manual_seed(config["seed"])
+    state = _resume(ckpt_dir, model, optimizer, scheduler, device, config["seed"])
 
     total = tc["iterations"]
     stop = min(total, stop_at) if stop_at is not None else total
-    train_set = data["train"]
-    loader = DataLoader(
-        train_set,
-        batch_sampler=IterationSampler(
-            len(train_set), tc["batch_size"], config["seed"], state["iteration"], stop
-        ),
-        collate_fn=collate,
-        num_workers=tc["workers"],
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    loader = _loader(data["train"], tc, config["seed"], state["iteration"], stop, device)
     board = _tensorboard(run_dir)
     meter = None if progress is None else TrainingProgress(
         progress, unit_label(config), state["iteration"], stop, tc["log_every"])
@@ -318,7 +194,7 @@ def train(
         targets = model.prepare_targets(
             [{k: v for k, v in t.items() if isinstance(v, torch.Tensor)} for t in targets]
         )
-        with _autocast(device, amp):
+        with autocast(device, amp):
             losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -376,32 +252,113 @@ def train(
             clock()
             state["iteration"], state["log"] = it, log_rows
             _write_log(run_dir, log_rows)
-            rng = {"rng_torch": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["rng_cuda"] = torch.cuda.get_rng_state_all()
-            save_checkpoint(
-                ckpt_dir / LAST,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": _scheduler_state(scheduler),
-                    **rng,
-                    **state,
-                },
-            )
+            _save_last(ckpt_dir, model, optimizer, scheduler, device, state)
             tick = time.perf_counter()
     if board:
         board.close()
     if meter:
         meter.close()
-    state["iteration"] = it
-    return {
-        "iteration": it,
-        "best_iteration": state["best_iteration"],
-        "best_score": state["best_score"],
-        "seconds": state["seconds"],
-        "images_per_second": state["images"] / max(state["seconds"], 1e-9),
+    return Trained(
+        run_dir=run_dir,
+        model=model,
+        device=device,
+        amp=amp,
+        data=data,
+        iteration=it,
+        best_iteration=state["best_iteration"],
+        best_score=state["best_score"],
+        seconds=state["seconds"],
+        images_per_second=state["images"] / max(state["seconds"], 1e-9),
+    )
+
+
+def _optimiser(
+    model: models.Detector, tc: dict[str, Any]
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD over the model's parameter groups, LR steps at ``train.milestones``."""
+    optimizer = torch.optim.SGD(
+        model.param_groups(tc["lr"]),
+        lr=tc["lr"],
+        momentum=tc["momentum"],
+        weight_decay=tc["weight_decay"],
+    )
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, tc["milestones"], tc["gamma"])
+
+
+def _resume(
+    ckpt_dir: Path,
+    model: models.Detector,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """The loop's state: restored with weights, optimiser, schedule and RNG from ``last.pt``
+    when there is one, else fresh (and the torch RNG seeded)."""
+    state: dict[str, Any] = {
+        "iteration": 0,
+        "best_score": -math.inf,
+        "best_iteration": 0,
+        "log": [],
+        "seconds": 0.0,
+        "images": 0,
     }
+    if not (ckpt_dir / LAST).exists():
+        torch.manual_seed(seed)
+        return state
+    saved = load_checkpoint(ckpt_dir / LAST)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    restore_scheduler(scheduler, saved["scheduler"])
+    torch.set_rng_state(saved["rng_torch"])
+    if device.type == "cuda" and "rng_cuda" in saved:
+        torch.cuda.set_rng_state_all(saved["rng_cuda"])
+    state = {k: saved[k] for k in state}
+    log.info("%s: resuming at iteration %d", ckpt_dir.parent, state["iteration"])
+    return state
+
+
+def _save_last(
+    ckpt_dir: Path,
+    model: models.Detector,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    state: dict[str, Any],
+) -> None:
+    """``last.pt``: everything :func:`_resume` needs to continue bit for bit."""
+    rng = {"rng_torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["rng_cuda"] = torch.cuda.get_rng_state_all()
+    save_checkpoint(
+        ckpt_dir / LAST,
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler_state(scheduler),
+            **rng,
+            **state,
+        },
+    )
+
+
+def _loader(
+    train_set: LesionSliceDataset,
+    tc: dict[str, Any],
+    seed: int,
+    start: int,
+    stop: int,
+    device: torch.device,
+) -> DataLoader:
+    """Batches of iterations ``start .. stop-1`` in their fixed order (:mod:`benchmark.sampler`)."""
+    return DataLoader(
+        train_set,
+        batch_sampler=IterationSampler(len(train_set), tc["batch_size"], seed, start, stop),
+        collate_fn=collate,
+        num_workers=tc["workers"],
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 def loss_column(term: str) -> str:

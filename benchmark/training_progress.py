@@ -12,12 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-
-def unit_label(config: dict[str, Any]) -> str:
-    """``model / variant / seed k`` of a unit config."""
-    return f"{config['model']} / {config['variant']} / seed {config['seed']}"
+from typing import TextIO
 
 
 @dataclass(frozen=True)

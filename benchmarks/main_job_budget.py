@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
 from benchmark.config import resolve  # noqa: E402
-from benchmark.runner import table_one_models  # noqa: E402
+from benchmark.runner import parse_models  # noqa: E402
 
 
 def random_batch(batch: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, list[dict]]:
@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     config = resolve(args.profile, args.sets)
     torch.set_num_threads(int(config["train"].get("threads") or torch.get_num_threads()))
-    names = table_one_models() if args.models == "all" else args.models.split(",")
+    names = parse_models(args.models)
     tc = config["train"]
     validations = tc["iterations"] // tc["val_every"]
     total = 0.0

@@ -6,7 +6,17 @@
 """
 
 from models.base import Detector, Supervision
-from models.registry import ModelInfo, available, build, info, load_module, register_model
+from models.registry import (
+    ModelInfo,
+    available,
+    build,
+    check_overrides,
+    info,
+    list_models,
+    load_module,
+    register_model,
+    settings,
+)
 
 __all__ = [
     "Detector",
@@ -14,7 +24,10 @@ __all__ = [
     "Supervision",
     "available",
     "build",
+    "check_overrides",
     "info",
+    "list_models",
     "load_module",
     "register_model",
+    "settings",
 ]

@@ -267,81 +267,176 @@ def _link_loss(logits: Tensor, inst: Tensor, weight: Tensor) -> Tensor:
     return loss
 
 
-_GCONV = {"groups": NUM_PHASES, "channel_fusion": True}
-_PP = {**_GCONV, "sa_base": True, "sa_fusion": True, "dc": True}
+_GCONV: dict[str, Any] = {"groups": NUM_PHASES, "channel_fusion": True}
+_PP: dict[str, Any] = {**_GCONV, "sa_base": True, "sa_fusion": True, "dc": True}
 
 
-def _builder(flags: dict[str, Any], doc: str):
-    """A builder taking the size/width/decoding overrides; the row's architecture is fixed."""
-
-    def build(
-        input_size: int = 300,
-        width: float = 1.0,
-        pixel_threshold: float = PIXEL_THRESHOLD,
-        link_threshold: float = LINK_THRESHOLD,
-        min_area: float = MIN_AREA,
-    ) -> PixelLink:
-        return PixelLink(
-            input_size=input_size,
-            width=width,
-            pixel_threshold=pixel_threshold,
-            link_threshold=link_threshold,
-            min_area=min_area,
-            **flags,
-        )
-
-    build.__doc__ = doc
-    return build
+def _pixellink(
+    architecture: dict[str, Any],
+    input_size: int,
+    width: float,
+    pixel_threshold: float,
+    link_threshold: float,
+    min_area: float,
+) -> PixelLink:
+    return PixelLink(
+        input_size=input_size, width=width, pixel_threshold=pixel_threshold,
+        link_threshold=link_threshold, min_area=min_area, **architecture,
+    )
 
 
-# name: (table, paper row, description, architecture flags)
-MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
-    "pixellink": ("I", "PixelLink [24]", "PixelLink (VGG16 4s), the 12 channels as one stream", {}),
-    "pixellink_gconv": (
-        "I",
-        "PixelLink + G.Conv & C.Fusion",
-        "PixelLink with grouped VGG16 (one group per phase) + 1x1 channel fusion per source",
-        _GCONV,
-    ),
-    "pixellink_pp": (
-        "I",
-        "PixelLink++ (ours)",
-        "PixelLink + G.Conv & C.Fusion + SA@base/@fusion (D=2) + phase-wise DC after conv3_3",
-        _PP,
-    ),
-    "pixellink_pp_no_phase_offsets": (
-        "III",
-        "PixelLink++ w/o Phase-wise Offsets",
-        "PixelLink++ with one offset group in the DC module",
+# Every PixelLink row takes the same settings; the row fixes the architecture. The thresholds
+# and ``min_area`` decode instances from the pixel and link maps.
+
+
+@register_model(
+    "pixellink",
+    paper_row="PixelLink [24]",
+    table="I",
+    description="PixelLink (VGG16 4s), the 12 channels as one stream",
+)
+def build_pixellink(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink [24]: PixelLink (VGG16 4s), the 12 channels as one stream."""
+    return _pixellink({}, input_size, width, pixel_threshold, link_threshold, min_area)
+
+
+@register_model(
+    "pixellink_gconv",
+    paper_row="PixelLink + G.Conv & C.Fusion",
+    table="I",
+    description="PixelLink with grouped VGG16 (one group per phase) "
+    "+ 1x1 channel fusion per source",
+)
+def build_pixellink_gconv(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink + G.Conv & C.Fusion: PixelLink with grouped VGG16 (one group per phase) + 1x1
+    channel fusion per source."""
+    return _pixellink(_GCONV, input_size, width, pixel_threshold, link_threshold, min_area)
+
+
+@register_model(
+    "pixellink_pp",
+    paper_row="PixelLink++ (ours)",
+    table="I",
+    description="PixelLink + G.Conv & C.Fusion + SA@base/@fusion "
+    "(D=2) + phase-wise DC after conv3_3",
+)
+def build_pixellink_pp(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ (ours): PixelLink + G.Conv & C.Fusion + SA@base/@fusion (D=2) + phase-wise DC
+    after conv3_3."""
+    return _pixellink(_PP, input_size, width, pixel_threshold, link_threshold, min_area)
+
+
+@register_model(
+    "pixellink_pp_no_phase_offsets",
+    paper_row="PixelLink++ w/o Phase-wise Offsets",
+    table="III",
+    description="PixelLink++ with one offset group in the DC module",
+)
+def build_pixellink_pp_no_phase_offsets(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ w/o Phase-wise Offsets: PixelLink++ with one offset group in the DC module."""
+    return _pixellink(
         {**_PP, "phase_wise_offsets": False},
-    ),
-    "pixellink_pp_no_dc": (
-        "III",
-        "PixelLink++ w/o DC Module",
-        "PixelLink++ without the DC module",
-        {**_PP, "dc": False},
-    ),
-    "pixellink_pp_no_sa_base": (
-        "III",
-        "PixelLink++ w/o SA Modules@Base",
-        "PixelLink++ without SA at the trunk sources (DC sees the feature alone)",
-        {**_PP, "sa_base": False},
-    ),
-    "pixellink_pp_no_sa_fusion": (
-        "III",
-        "PixelLink++ w/o SA Modules@Fusion",
-        "PixelLink++ without SA before the 1x1 fusion",
-        {**_PP, "sa_fusion": False},
-    ),
-    "pixellink_pp_no_interphase": (
-        "III",
-        "PixelLink++ w/o Interphase Attention",
-        "PixelLink++ with grouped (per-phase) SA modules",
-        {**_PP, "sa_groups": NUM_PHASES},
-    ),
-}
+        input_size, width, pixel_threshold, link_threshold, min_area
+    )
 
-for _name, (_table, _row, _desc, _flags) in MODELS.items():
-    register_model(_name, paper_row=_row, table=_table, description=_desc)(
-        _builder(_flags, f"{_row}: {_desc}.")
+
+@register_model(
+    "pixellink_pp_no_dc",
+    paper_row="PixelLink++ w/o DC Module",
+    table="III",
+    description="PixelLink++ without the DC module",
+)
+def build_pixellink_pp_no_dc(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ w/o DC Module: PixelLink++ without the DC module."""
+    return _pixellink(
+        {**_PP, "dc": False}, input_size, width, pixel_threshold, link_threshold, min_area
+    )
+
+
+@register_model(
+    "pixellink_pp_no_sa_base",
+    paper_row="PixelLink++ w/o SA Modules@Base",
+    table="III",
+    description="PixelLink++ without SA at the trunk sources (DC sees the feature alone)",
+)
+def build_pixellink_pp_no_sa_base(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ w/o SA Modules@Base: PixelLink++ without SA at the trunk sources (DC sees the
+    feature alone)."""
+    return _pixellink(
+        {**_PP, "sa_base": False}, input_size, width, pixel_threshold, link_threshold, min_area
+    )
+
+
+@register_model(
+    "pixellink_pp_no_sa_fusion",
+    paper_row="PixelLink++ w/o SA Modules@Fusion",
+    table="III",
+    description="PixelLink++ without SA before the 1x1 fusion",
+)
+def build_pixellink_pp_no_sa_fusion(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ w/o SA Modules@Fusion: PixelLink++ without SA before the 1x1 fusion."""
+    return _pixellink(
+        {**_PP, "sa_fusion": False}, input_size, width, pixel_threshold, link_threshold, min_area
+    )
+
+
+@register_model(
+    "pixellink_pp_no_interphase",
+    paper_row="PixelLink++ w/o Interphase Attention",
+    table="III",
+    description="PixelLink++ with grouped (per-phase) SA modules",
+)
+def build_pixellink_pp_no_interphase(
+    input_size: int = 300,
+    width: float = 1.0,
+    pixel_threshold: float = PIXEL_THRESHOLD,
+    link_threshold: float = LINK_THRESHOLD,
+    min_area: float = MIN_AREA,
+) -> PixelLink:
+    """PixelLink++ w/o Interphase Attention: PixelLink++ with grouped (per-phase) SA modules."""
+    return _pixellink(
+        {**_PP, "sa_groups": NUM_PHASES},
+        input_size, width, pixel_threshold, link_threshold, min_area
     )

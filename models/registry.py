@@ -7,8 +7,10 @@ Third-party detectors join without forking: a package declares an entry point in
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -38,7 +40,8 @@ _loaded = False
 def register_model(
     name: str, *, paper_row: str = "", table: str = "", description: str = ""
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder ``fn(**overrides) -> Detector`` under ``name``.
+    """Decorator registering a builder ``fn(input_size=..., width=..., ...) -> Detector`` under
+    ``name``. The builder names every override it takes, with its type and default.
 
     ``table`` is where the paper reports the model: ``"I"`` (main rows), ``"III"``
     (ablations) or ``""`` (not in the paper, e.g. a user's detector).
@@ -107,6 +110,44 @@ def info(name: str) -> ModelInfo:
         ) from None
 
 
+def list_models(table: str | None = None, pattern: str | None = None) -> list[str]:
+    """Names of the registered models, sorted: all, or those of paper table ``table``
+    (``"I"``, ``"III"``, ``""`` for models not in the paper) whose name matches the
+    shell-style ``pattern`` (``"gssd*"``)."""
+    return [
+        name
+        for name in available()
+        if (table is None or _REGISTRY[name].table == table)
+        and (pattern is None or fnmatch.fnmatchcase(name, pattern))
+    ]
+
+
+def settings(name: str) -> list[str]:
+    """The overrides the builder of ``name`` takes (its keyword arguments)."""
+    parameters = inspect.signature(info(name).builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        raise TypeError(f"model {name!r}: a builder names its arguments (no **kwargs)")
+    return [p.name for p in parameters]
+
+
 def build(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered model; ``overrides`` go to its builder (e.g. ``width=0.25``)."""
+    """Build a registered model; ``overrides`` go to its builder (e.g. ``width=0.25``).
+
+    Every builder takes the same kind of override: input size, width and the family's
+    decoding settings. The architecture is the paper row's, so an override the builder does
+    not name (``groups=2``) is refused with a ValueError listing the ones it takes.
+    """
+    check_overrides(name, overrides)
     return info(name).builder(**overrides)
+
+
+def check_overrides(name: str, overrides: Iterable[str]) -> None:
+    """ValueError naming the overrides ``name``'s builder does not take, and those it does."""
+    known = settings(name)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} takes no override {', '.join(map(repr, unknown))} (a paper row "
+            f"fixes its architecture; register your own model to change it); it takes: "
+            f"{', '.join(known)}"
+        )

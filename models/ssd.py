@@ -245,62 +245,206 @@ class SSDDetector(Detector):
         return groups
 
 
-def _builder(defaults: dict[str, Any]):
-    def build(**overrides: Any) -> SSDDetector:
-        return SSDDetector(**{**defaults, **overrides})
-
-    return build
-
-
-_GSSD = {"groups": 4, "channel_fusion": True}
-_GSSD_PP = {**_GSSD, "sa_base": True, "sa_fusion": True, "dc": True, "sa_pool": 1}
-
-MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
-    "ssd": (
-        "I",
-        "SSD [23]",
-        "SSD300-VGG16, 12 channels as one stream",
-        {"groups": 1, "channel_fusion": False},
-    ),
-    "gssd": ("I", "GSSD [15]", "grouped SSD300 (4 phase groups) + 1x1 channel fusion", _GSSD),
-    "gssd_portal": (
-        "I",
-        "GSSD [15] (Portal Only)",
-        "GSSD fed the portal phase (channels 6:9) in all four phase groups",
-        {**_GSSD, "input_channels": PORTAL_IN_EVERY_PHASE},
-    ),
-    "gssd_pp": ("I", "GSSD++ (ours)", "GSSD + SA@base + SA@fusion + DC at conv4_3", _GSSD_PP),
-    "gssd_pp_no_phase_offsets": (
-        "III",
-        "GSSD++ w/o Phase-wise Offsets",
-        "GSSD++ with one offset group in the DC module",
-        {**_GSSD_PP, "dc_phase_wise_offsets": False},
-    ),
-    "gssd_pp_no_dc": (
-        "III",
-        "GSSD++ w/o DC Module",
-        "GSSD++ without the DC module",
-        {**_GSSD_PP, "dc": False},
-    ),
-    "gssd_pp_no_sa_base": (
-        "III",
-        "GSSD++ w/o SA Modules@Base",
-        "GSSD++ without SA after the trunk sources (DC sees the feature alone)",
-        {**_GSSD_PP, "sa_base": False},
-    ),
-    "gssd_pp_no_sa_fusion": (
-        "III",
-        "GSSD++ w/o SA Modules@Fusion",
-        "GSSD++ without SA before the 1x1 fusion",
-        {**_GSSD_PP, "sa_fusion": False},
-    ),
-    "gssd_pp_no_interphase": (
-        "III",
-        "GSSD++ w/o Interphase Attention",
-        "GSSD++ with grouped (per-phase) SA modules",
-        {**_GSSD_PP, "sa_groups": 4},
-    ),
+_GSSD: dict[str, Any] = {"groups": 4, "channel_fusion": True}
+_GSSD_PP: dict[str, Any] = {
+    **_GSSD, "sa_base": True, "sa_fusion": True, "dc": True, "sa_pool": 1,
 }
 
-for _name, (_table, _row, _desc, _defaults) in MODELS.items():
-    register_model(_name, paper_row=_row, table=_table, description=_desc)(_builder(_defaults))
+
+def _ssd(
+    architecture: dict[str, Any],
+    input_size: int,
+    width: float,
+    conf_threshold: float,
+    nms_iou: float,
+    top_k: int,
+    dc_op: str,
+) -> SSDDetector:
+    return SSDDetector(
+        input_size=input_size, width=width, conf_threshold=conf_threshold, nms_iou=nms_iou,
+        top_k=top_k, dc_op=dc_op, **architecture,
+    )
+
+
+# Every SSD row takes the same settings; the row fixes the architecture. ``conf_threshold``,
+# ``nms_iou`` and ``top_k`` decode boxes, ``dc_op`` picks an implementation of the same
+# deformable convolution (``gather`` or ``torchvision``).
+
+
+@register_model(
+    "ssd",
+    paper_row="SSD [23]",
+    table="I",
+    description="SSD300-VGG16, 12 channels as one stream",
+)
+def build_ssd(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """SSD [23]: SSD300-VGG16, 12 channels as one stream."""
+    return _ssd(
+        {"groups": 1, "channel_fusion": False},
+        input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )
+
+
+@register_model(
+    "gssd",
+    paper_row="GSSD [15]",
+    table="I",
+    description="grouped SSD300 (4 phase groups) + 1x1 channel fusion",
+)
+def build_gssd(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD [15]: grouped SSD300 (4 phase groups) + 1x1 channel fusion."""
+    return _ssd(_GSSD, input_size, width, conf_threshold, nms_iou, top_k, dc_op)
+
+
+@register_model(
+    "gssd_portal",
+    paper_row="GSSD [15] (Portal Only)",
+    table="I",
+    description="GSSD fed the portal phase (channels 6:9) in all four phase groups",
+)
+def build_gssd_portal(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD [15] (Portal Only): GSSD fed the portal phase (channels 6:9) in all four phase
+    groups."""
+    return _ssd(
+        {**_GSSD, "input_channels": PORTAL_IN_EVERY_PHASE},
+        input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )
+
+
+@register_model(
+    "gssd_pp",
+    paper_row="GSSD++ (ours)",
+    table="I",
+    description="GSSD + SA@base + SA@fusion + DC at conv4_3",
+)
+def build_gssd_pp(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ (ours): GSSD + SA@base + SA@fusion + DC at conv4_3."""
+    return _ssd(_GSSD_PP, input_size, width, conf_threshold, nms_iou, top_k, dc_op)
+
+
+@register_model(
+    "gssd_pp_no_phase_offsets",
+    paper_row="GSSD++ w/o Phase-wise Offsets",
+    table="III",
+    description="GSSD++ with one offset group in the DC module",
+)
+def build_gssd_pp_no_phase_offsets(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ w/o Phase-wise Offsets: GSSD++ with one offset group in the DC module."""
+    return _ssd(
+        {**_GSSD_PP, "dc_phase_wise_offsets": False},
+        input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )
+
+
+@register_model(
+    "gssd_pp_no_dc",
+    paper_row="GSSD++ w/o DC Module",
+    table="III",
+    description="GSSD++ without the DC module",
+)
+def build_gssd_pp_no_dc(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ w/o DC Module: GSSD++ without the DC module."""
+    return _ssd({**_GSSD_PP, "dc": False}, input_size, width, conf_threshold, nms_iou, top_k, dc_op)
+
+
+@register_model(
+    "gssd_pp_no_sa_base",
+    paper_row="GSSD++ w/o SA Modules@Base",
+    table="III",
+    description="GSSD++ without SA after the trunk sources (DC sees the feature alone)",
+)
+def build_gssd_pp_no_sa_base(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ w/o SA Modules@Base: GSSD++ without SA after the trunk sources (DC sees the feature
+    alone)."""
+    return _ssd(
+        {**_GSSD_PP, "sa_base": False}, input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )
+
+
+@register_model(
+    "gssd_pp_no_sa_fusion",
+    paper_row="GSSD++ w/o SA Modules@Fusion",
+    table="III",
+    description="GSSD++ without SA before the 1x1 fusion",
+)
+def build_gssd_pp_no_sa_fusion(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ w/o SA Modules@Fusion: GSSD++ without SA before the 1x1 fusion."""
+    return _ssd(
+        {**_GSSD_PP, "sa_fusion": False}, input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )
+
+
+@register_model(
+    "gssd_pp_no_interphase",
+    paper_row="GSSD++ w/o Interphase Attention",
+    table="III",
+    description="GSSD++ with grouped (per-phase) SA modules",
+)
+def build_gssd_pp_no_interphase(
+    input_size: int = 300,
+    width: float = 1.0,
+    conf_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    dc_op: str = "gather",
+) -> SSDDetector:
+    """GSSD++ w/o Interphase Attention: GSSD++ with grouped (per-phase) SA modules."""
+    return _ssd(
+        {**_GSSD_PP, "sa_groups": 4}, input_size, width, conf_threshold, nms_iou, top_k, dc_op
+    )

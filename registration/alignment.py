@@ -1,7 +1,7 @@
 """Alignment quality of the unregistered cohort and its variants: the paper's Table II.
 
 Every figure is computed over the same slices for every variant: the slices the detector can
-touch (:func:`registration.stage.touched_slices` of the unregistered lesion mask), for each
+touch (:func:`registration.metrics.touched_slices` of the unregistered lesion mask), for each
 moving phase against portal.
 
 - ``liver_dice``: per-slice liver Dice, mean over non-zero values as the paper did (needs
@@ -18,17 +18,23 @@ moving phase against portal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmark import FIXED_PHASE
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, Patient, open_variant, variant_dir
-from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc, liver_dice, mean_nonzero
-from registration.stage import VARIANTS, touched_slices
-from registration.variants import ALL_VARIANTS
+from benchmark.vocabulary import FIXED_PHASE, REGISTERED_VARIANTS, REGISTRATIONS
+from registration.metrics import (
+    BODY_HU,
+    MOVING_PHASES,
+    body_ncc,
+    liver_dice,
+    mean_nonzero,
+    touched_slices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +44,6 @@ COLUMNS = (
 )
 TABLE_CSV = "table2.csv"
 TABLE_MD = "table2.md"
-
-
-def published_dice() -> dict[str, float]:
-    """The paper's Table II liver Dice per variant (``results/published/table2.csv``)."""
-    from benchmark.analysis.published import load_table
-
-    try:
-        table = load_table("II")
-    except FileNotFoundError:
-        log.warning("published Table II not found; liver_dice_published left empty")
-        return {}
-    rows = table[table["metric"] == "liver_dice"]
-    return dict(zip(rows["registration"], rows["value"].astype(float), strict=True))
 
 
 class _Accumulator:
@@ -81,7 +74,7 @@ class _Accumulator:
                 self.residual[1] += float(np.linalg.norm(field[:, 1:], axis=-1).sum())
                 self.residual[2] += int(region.sum())
 
-    def row(self, variant: str, published: dict[str, float]) -> dict[str, object]:
+    def row(self, variant: str, published: Mapping[str, float]) -> dict[str, object]:
         dice = np.concatenate(self.dice) if self.dice else np.zeros(0)
         voxels = self.residual[2]
         ncc = np.asarray(self.ncc, dtype=float)
@@ -98,24 +91,29 @@ class _Accumulator:
 
 
 def alignment_table(
-    cohort_root: str | Path, variants: tuple[str, ...] | None = None
+    cohort_root: str | Path,
+    variants: tuple[str, ...] | None = None,
+    published: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Table II: one row per variant (columns :data:`COLUMNS`), also written to
     ``cohort_root/variants/table2.csv`` and ``table2.md``.
 
     ``variants`` default: unregistered, the paper's three and every other variant registered
-    so far (``nonrigid-fast``, ``rigid-3d``, ...), in :data:`ALL_VARIANTS` order. Variants
-    asked for (or the paper's) that have not been registered yet are left out with a warning.
+    so far (``nonrigid-fast``, ``rigid-3d``, ...), in :data:`REGISTERED_VARIANTS` order.
+    Variants asked for (or the paper's) that have not been registered yet are left out with a
+    warning. ``published`` gives the paper's liver Dice per variant for the
+    ``liver_dice_published`` column (callers pass
+    :func:`benchmark.analysis.published.published_liver_dice`); left empty without.
     """
     if variants is None:
-        others = tuple(v for v in ALL_VARIANTS if v not in VARIANTS
+        others = tuple(v for v in REGISTERED_VARIANTS if v not in REGISTRATIONS
                        and (variant_dir(cohort_root, v) / "cohort.json").exists())
-        variants = (UNREGISTERED, *VARIANTS, *others)
+        variants = (UNREGISTERED, *REGISTRATIONS, *others)
     source = Cohort(cohort_root)
     slices = {
         pid: touched_slices(source.load(pid, liver=False).lesion) for pid in source.patient_ids
     }
-    published = published_dice()
+    published = dict(published or {})
     rows = []
     for variant in variants:
         folder = variant_dir(cohort_root, variant)

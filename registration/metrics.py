@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.cohort import Patient
+from benchmark.vocabulary import FIXED_PHASE
+from benchmark.vocabulary import MOVING_PHASES as MOVING_PHASES
 
-MOVING_PHASES = tuple(p for p in PHASES if p != FIXED_PHASE)
 BODY_HU = -500.0
 """Voxels above this HU (in the fixed portal image) count as body for the NCC measure."""
 
@@ -63,3 +64,32 @@ def liver_dice(patient: Patient, slices: np.ndarray | None = None) -> dict[str, 
         for phase in MOVING_PHASES
         if phase in patient.liver
     }
+
+
+def touched_slices(lesion: np.ndarray) -> np.ndarray:
+    """Axial indices the detector dataset can read: lesion slices and their neighbours."""
+    lesion_z = np.flatnonzero(lesion.reshape(lesion.shape[0], -1).any(axis=1))
+    near = np.concatenate([lesion_z - 1, lesion_z, lesion_z + 1])
+    return np.unique(near[(near >= 0) & (near < lesion.shape[0])])
+
+
+def residual_displacement(
+    true: np.ndarray, transform: np.ndarray, spacing: tuple[float, float]
+) -> np.ndarray:
+    """True displacement left after registration, for one slice.
+
+    ``true`` is the slice's known field ``(Y, X, 3)`` (dz, dy, dx) mm; ``transform`` the
+    registration's ``T(x) - x`` as ``(Y, X, 2)`` (dy, dx) mm. The registered slice shows at
+    ``x`` the moving anatomy at ``T(x)``, which lies at ``T(x) + d(T(x))`` in portal, so the
+    residual is ``u(x) + d(x + u(x))``.
+    """
+    sy, sx = spacing
+    yy, xx = np.mgrid[: true.shape[0], : true.shape[1]].astype(np.float64)
+    coords = [yy + transform[..., 0] / sy, xx + transform[..., 1] / sx]
+    sampled = np.stack(
+        [ndimage.map_coordinates(true[..., c], coords, order=1, mode="nearest") for c in range(3)],
+        axis=-1,
+    )
+    sampled[..., 1] += transform[..., 0]
+    sampled[..., 2] += transform[..., 1]
+    return sampled.astype(np.float32)

@@ -43,11 +43,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import ndimage
 
-from benchmark import FIXED_PHASE, PHASES
 from benchmark.atomic import write_text
 from benchmark.cohort import UNREGISTERED, Cohort, CohortError, CohortWriter, Patient, variant_dir
+from benchmark.vocabulary import FIXED_PHASE, PHASES
 from registration.backends import (
     Backend,
     ElastixError,
@@ -57,7 +56,7 @@ from registration.backends import (
     get_backend,
     set_threads,
 )
-from registration.metrics import BODY_HU, MOVING_PHASES, body_ncc
+from registration.metrics import MOVING_PHASES, body_ncc, residual_displacement, touched_slices
 from registration.presets import describe, parameter_maps
 from registration.transforms import (
     SliceKey,
@@ -67,48 +66,17 @@ from registration.transforms import (
     transforms_path,
     volume_maps,
 )
-from registration.variants import PAPER_VARIANTS, Variant, parse_variant
+from registration.variants import Variant, parse_variant
 from registration.volume import register_volume
 
-__all__ = ["BODY_HU", "VARIANTS", "body_ncc", "register_patient", "register_variant"]
+__all__ = ["register_into", "register_patient", "register_variant"]
 
-VARIANTS: tuple[str, ...] = PAPER_VARIANTS
-"""The paper's variants (2D, default maps): what ``--variant all`` registers by default."""
 LOG_NAME = "registration_log.csv"
 LOG_DIR = "logs"
 LOG_COLUMNS = (
     "patient", "slice", "phase", "method", "seconds", "ncc_before", "ncc_after", "status", "error",
     "lesion_px_before", "lesion_px_after", "initial",
 )
-
-
-def touched_slices(lesion: np.ndarray) -> np.ndarray:
-    """Axial indices the detector dataset can read: lesion slices and their neighbours."""
-    lesion_z = np.flatnonzero(lesion.reshape(lesion.shape[0], -1).any(axis=1))
-    near = np.concatenate([lesion_z - 1, lesion_z, lesion_z + 1])
-    return np.unique(near[(near >= 0) & (near < lesion.shape[0])])
-
-
-def residual_displacement(
-    true: np.ndarray, transform: np.ndarray, spacing: tuple[float, float]
-) -> np.ndarray:
-    """True displacement left after registration, for one slice.
-
-    ``true`` is the slice's known field ``(Y, X, 3)`` (dz, dy, dx) mm; ``transform`` the
-    registration's ``T(x) - x`` as ``(Y, X, 2)`` (dy, dx) mm. The registered slice shows at
-    ``x`` the moving anatomy at ``T(x)``, which lies at ``T(x) + d(T(x))`` in portal, so the
-    residual is ``u(x) + d(x + u(x))``.
-    """
-    sy, sx = spacing
-    yy, xx = np.mgrid[: true.shape[0], : true.shape[1]].astype(np.float64)
-    coords = [yy + transform[..., 0] / sy, xx + transform[..., 1] / sx]
-    sampled = np.stack(
-        [ndimage.map_coordinates(true[..., c], coords, order=1, mode="nearest") for c in range(3)],
-        axis=-1,
-    )
-    sampled[..., 1] += transform[..., 0]
-    sampled[..., 2] += transform[..., 1]
-    return sampled.astype(np.float32)
 
 
 def _check(reg: SliceRegistration) -> None:
@@ -302,6 +270,22 @@ def _run_patient(
     write_text(writer.root / LOG_DIR / f"{pid}.csv", _rows_csv(rows))
     writer.write_patient(out)
     return pid, rows, time.perf_counter() - start
+
+
+def register_into(
+    source_root: str | Path, writer: CohortWriter, pid: str, variant: str,
+    backend: str | Backend, threads: int,
+) -> str:
+    """Register patient ``pid`` of the cohort at ``source_root`` into ``writer`` (the variant's
+    :class:`~benchmark.cohort.CohortWriter`) in this process: one unit of a remote executor.
+
+    Idempotent: a patient folder is written atomically, so a killed call leaves nothing
+    half-written, and a patient already written returns at once. Returns ``pid``.
+    """
+    if pid in writer.done():
+        return pid
+    _init_worker(backend, threads)
+    return _run_patient(Path(source_root), writer, pid, variant)[0]
 
 
 def available_cores() -> int:

@@ -12,17 +12,30 @@ A variant is one way of registering a cohort, and its folder name says which:
 
 Every name is a different experiment: different images reach the detector. The runner keeps
 each in its own run folders, and the analysis compares only the paper's variants with the
-paper (:data:`PAPER_VARIANTS`).
+paper (:data:`PAPER_VARIANTS`). The names are defined in :mod:`benchmark.vocabulary`; this
+module parses and validates them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("rigid", "affine", "nonrigid")
-DIMS = (2, 3)
-PRESETS = ("default", "fast")
-DEFAULT_PRESET = "default"
+from benchmark.vocabulary import DEFAULT_PRESET, DIMS, PRESETS, preset_defined, variant_name
+from benchmark.vocabulary import REGISTERED_VARIANTS as ALL_VARIANTS
+from benchmark.vocabulary import REGISTRATIONS as METHODS
+from benchmark.vocabulary import REGISTRATIONS as PAPER_VARIANTS
+
+__all__ = [
+    "ALL_VARIANTS",
+    "DEFAULT_PRESET",
+    "DIMS",
+    "METHODS",
+    "PAPER_VARIANTS",
+    "PRESETS",
+    "Variant",
+    "family",
+    "parse_variant",
+]
 
 
 @dataclass(frozen=True)
@@ -41,17 +54,14 @@ class Variant:
             raise ValueError(f"--dims must be 2 or 3, got {self.dims}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
-        if self.dims == 3 and self.preset != DEFAULT_PRESET:
+        if not preset_defined(self.dims, self.preset):
             raise ValueError(f"the {self.preset!r} preset is defined for 2D registration only "
                              "(--dims 2)")
 
     @property
     def name(self) -> str:
         """The variant's folder name, ``<method>[-3d][-<preset>]``."""
-        suffix = "-3d" if self.dims == 3 else ""
-        if self.preset != DEFAULT_PRESET:
-            suffix += f"-{self.preset}"
-        return self.method + suffix
+        return variant_name(self.method, self.dims, self.preset)
 
     @property
     def is_paper(self) -> bool:
@@ -68,26 +78,12 @@ def family(dims: int = 2, preset: str = DEFAULT_PRESET) -> tuple[Variant, ...]:
     return tuple(Variant(method, dims, preset) for method in METHODS)
 
 
-def _all() -> tuple[Variant, ...]:
-    out = []
-    for dims in DIMS:
-        for preset in PRESETS:
-            try:
-                out.extend(family(dims, preset))
-            except ValueError:  # a preset not defined for these dimensions
-                continue
-    return tuple(out)
-
-
-ALL_VARIANTS: tuple[str, ...] = tuple(v.name for v in _all())
-"""Every registered variant name, paper variants first."""
-PAPER_VARIANTS: tuple[str, ...] = tuple(v.name for v in family())
-"""The paper's three registered variants (2D, elastix default maps)."""
-
-
 def parse_variant(name: str) -> Variant:
     """The :class:`Variant` a folder name stands for; ValueError naming the valid ones."""
-    for variant in _all():
-        if variant.name == name:
-            return variant
+    for dims in DIMS:
+        for preset in PRESETS:
+            if preset_defined(dims, preset):
+                for variant in family(dims, preset):
+                    if variant.name == name:
+                        return variant
     raise ValueError(f"unknown variant {name!r}; use one of {', '.join(ALL_VARIANTS)}")

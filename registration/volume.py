@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from benchmark import FIXED_PHASE
 from benchmark.cohort import Patient
+from benchmark.vocabulary import FIXED_PHASE
 from registration.backends import Backend, ElastixError, ParameterMap
 from registration.metrics import MOVING_PHASES, body_ncc
 from registration.presets import parameter_maps
@@ -43,7 +43,7 @@ def residual_volume(
 
     ``true`` is the phase's known field ``(Z, Y, X, 3)`` (dz, dy, dx) mm; ``transform`` the
     registration's ``T(x) - x`` in the same layout. As in 2D
-    (:func:`registration.stage.residual_displacement`) the residual is ``u(x) + d(x + u(x))``
+    (:func:`registration.metrics.residual_displacement`) the residual is ``u(x) + d(x + u(x))``
     (trilinear interpolation of ``d``, nearest value outside the volume). Computed slice by
     slice to keep memory small.
     """

@@ -31,16 +31,22 @@ def build(name: str, seed: int = 0, **kw) -> Detector:
     return models.build(name, **kw)
 
 
-def train_losses(model: Detector, size: int) -> dict[str, torch.Tensor]:
-    images, targets = batch(size)
+Batch = tuple[torch.Tensor, list[dict[str, torch.Tensor]]]
+
+
+def train_losses(model: Detector, size: int, data: Batch | None = None) -> dict[str, torch.Tensor]:
+    images, targets = data or batch(size)
     model.train()
     return model(images, targets)
 
 
-def check_losses_and_gradients(model: Detector, size: int, lr: float = 0.05) -> None:
+def check_losses_and_gradients(
+    model: Detector, size: int, lr: float = 0.05, data: Batch | None = None
+) -> None:
     """Finite scalar losses; after one SGD step at ``lr`` (zero-initialised gates open) every
-    parameter gets a finite, non-zero gradient."""
-    losses = train_losses(model, size)
+    parameter gets a finite, non-zero gradient. ``data``: a batch of the family's own (e.g.
+    boxes at every scale, so that every prior source of an SSD matches), default :func:`batch`."""
+    losses = train_losses(model, size, data)
     assert losses, "no losses"
     for key, value in losses.items():
         assert value.dim() == 0 and torch.isfinite(value), (key, value)
@@ -49,7 +55,7 @@ def check_losses_and_gradients(model: Detector, size: int, lr: float = 0.05) -> 
     sum(losses.values()).backward()
     opt.step()
     opt.zero_grad()
-    sum(train_losses(model, size).values()).backward()
+    sum(train_losses(model, size, data).values()).backward()
     dead = [
         n
         for n, p in model.named_parameters()

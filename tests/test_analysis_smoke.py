@@ -62,7 +62,7 @@ def test_smoke_run_folder_end_to_end(tmp_path: Path):
     runs = tmp_path / "runs"
     for variant in ("unregistered", "rigid"):
         args = ["train", "--cohort", str(cohort), "--variant", variant, "--model", "ssd"]
-        assert main([*args, "--profile", "smoke", "--out", str(runs)]) == 0
+        assert main([*args, "--profile", "smoke", "--runs", str(runs)]) == 0
     out = tmp_path / "analysis"
     result = analyze_runs(runs, out)
     assert {"I", "S1"} <= set(result.tables)

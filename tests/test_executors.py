@@ -21,7 +21,7 @@ from fake_units import fake_unit
 from shift_backend import ShiftBackend
 from tiny_cohort import make_cohort
 
-from benchmark import cli, runner
+from benchmark import cli, run_folder, runner
 from benchmark.cohort import Cohort, variant_dir
 from benchmark.config import resolve
 from benchmark.executors import (
@@ -127,7 +127,7 @@ def test_killed_ray_worker_is_reported_and_a_rerun_resumes(cohort, ray_local, tm
     fast = resolve("smoke", SETS)
     units = [runner.unit_config(slow, cohort, "unregistered", "slow_tiny_test", 1, tmp_path),
              runner.unit_config(fast, cohort, "unregistered", "tiny_test", 1, tmp_path)]
-    slow_dir, fast_dir = runner.unit_dir(units[0]), runner.unit_dir(units[1])
+    slow_dir, fast_dir = run_folder.unit_dir(units[0]), run_folder.unit_dir(units[1])
     killed: list[int] = []
     killer = threading.Thread(target=kill_when_checkpointed, args=(slow_dir, killed))
     killer.start()
@@ -189,10 +189,10 @@ def test_failed_unit_is_reported_and_the_others_go_on(cohort, tmp_path):
     failed = LocalExecutor(MODULES, gpus=[]).run_units(units, lines.append)
     assert failed == [units[0]]
     report = next(line for line in lines if "FAILED" in line)
-    bad_log = runner.unit_dir(units[0]) / UNIT_LOG
+    bad_log = run_folder.unit_dir(units[0]) / UNIT_LOG
     assert str(bad_log) in report and "TrainingError" in report
     assert "Traceback" in bad_log.read_text()
-    assert (runner.unit_dir(units[1]) / "metrics.json").exists()
+    assert (run_folder.unit_dir(units[1]) / "metrics.json").exists()
     assert "1 trained, 0 skipped, 1 failed" in lines[-1]
 
 
@@ -210,7 +210,7 @@ def test_local_executor_runs_one_process_per_gpu(tmp_path):
     failed = LocalExecutor(gpus=[0, 1], unit=fake_unit).run_units(units, lines.append)
     assert failed == [units[2]]
     assert "FAILED (ValueError: this unit was told to fail); log: " in "".join(lines)
-    done = [json.loads((runner.unit_dir(c) / "metrics.json").read_text())
+    done = [json.loads((run_folder.unit_dir(c) / "metrics.json").read_text())
             for c in units if c not in failed]
     assert {d["gpu"] for d in done} == {"0", "1"}  # both GPUs used, one process each
     assert len({d["pid"] for d in done}) == 2 and os.getpid() not in {d["pid"] for d in done}

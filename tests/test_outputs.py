@@ -17,10 +17,11 @@ import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``
 import torch
 from tiny_cohort import make_cohort
 
-from benchmark import atomic, runner
+from benchmark import atomic, run_folder, runner
+from benchmark.checkpoints import BEST, CHECKPOINTS, LAST
 from benchmark.config import resolve
 from benchmark.outputs import OutputError
-from benchmark.training import BEST, CHECKPOINTS, LAST, train
+from benchmark.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ["train.iterations=4", "train.val_every=3", "train.checkpoint_every=2",
@@ -58,7 +59,7 @@ def _full_disk_after(nbytes: int):
 
 def test_full_disk_during_a_checkpoint_names_it_and_keeps_the_last(cohort, tmp_path, monkeypatch):
     config = _unit(cohort, tmp_path)
-    run_dir = runner.unit_dir(config)
+    run_dir = run_folder.unit_dir(config)
     train(config, run_dir, stop_at=2)
     last = (run_dir / CHECKPOINTS / LAST).read_bytes()
     before = _files(run_dir)
@@ -71,14 +72,14 @@ def test_full_disk_during_a_checkpoint_names_it_and_keeps_the_last(cohort, tmp_p
     assert err.value.errno == errno.ENOSPC
     assert _files(run_dir) == before and (run_dir / CHECKPOINTS / LAST).read_bytes() == last
     monkeypatch.undo()
-    assert train(config, run_dir)["iteration"] == 4  # resumes once there is room
+    assert train(config, run_dir).iteration == 4  # resumes once there is room
 
 
 def test_full_disk_while_writing_predictions_leaves_the_unit_unfinished(
     cohort, tmp_path, monkeypatch
 ):
     config = _unit(cohort, tmp_path)
-    run_dir = runner.unit_dir(config)
+    run_dir = run_folder.unit_dir(config)
     to_csv = pd.DataFrame.to_csv
 
     def predictions_fill_the_disk(frame, path, **kwargs):
@@ -91,10 +92,10 @@ def test_full_disk_while_writing_predictions_leaves_the_unit_unfinished(
         runner.run_unit(config)
     files = _files(run_dir)
     assert not any("predictions" in f or f.endswith(".tmp") for f in files), files
-    assert not runner.is_finished(config)
+    assert not run_folder.is_finished(config)
     monkeypatch.undo()
     runner.run_unit(config)
-    assert runner.is_finished(config) and (run_dir / "predictions_test.csv").exists()
+    assert run_folder.is_finished(config) and (run_dir / "predictions_test.csv").exists()
 
 
 def test_no_permission_names_the_file_and_writes_nothing(cohort, tmp_path, monkeypatch):
@@ -123,7 +124,7 @@ def test_a_real_failed_write_in_torch_save_names_the_checkpoint(cohort, tmp_path
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     argv = [sys.executable, "-m", "benchmark", "train", "--cohort", str(cohort), "--model",
             "tiny_test", "--model-module", "tiny_detector", "--profile", "smoke",
-            "--out", str(tmp_path / "runs"), *[a for s in SETS for a in ("--set", s)]]
+            "--runs", str(tmp_path / "runs"), *[a for s in SETS for a in ("--set", s)]]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path,
                           preexec_fn=_limit_file_size, timeout=600)
     run_dir = tmp_path / "runs" / "tiny" / "unregistered" / "tiny_test" / "seed1111"

@@ -13,9 +13,9 @@ from registration_phantom import SHIFT, shifted_patient
 from benchmark.cli import main
 from benchmark.cohort import CohortWriter, open_variant, variant_dir
 from registration import alignment_table, register_variant
-from registration.metrics import MOVING_PHASES
+from registration.metrics import MOVING_PHASES, touched_slices
 from registration.presets import FAST_OVERRIDES, describe, parameter_maps
-from registration.stage import read_log, register_patient, touched_slices
+from registration.stage import read_log, register_patient
 from registration.transforms import load_transforms, load_volume_transforms
 from registration.variants import (
     ALL_VARIANTS,
@@ -214,12 +214,12 @@ def test_cli_registers_3d_and_fast_variants_apart(tmp_path, monkeypatch, capsys)
 
 
 def test_runner_and_analysis_keep_3d_apart(tmp_path):
-    from benchmark import runner
+    from benchmark import run_folder, runner
     from benchmark.analysis.runs import collect_runs
 
     assert runner.check_variant("nonrigid-3d") == "nonrigid-3d"
     base = {"runs": str(tmp_path), "cohort_name": "c", "model": "gssd", "seed": 1}
-    assert runner.unit_dir({**base, "variant": "nonrigid-3d"}) != runner.unit_dir(
+    assert run_folder.unit_dir({**base, "variant": "nonrigid-3d"}) != run_folder.unit_dir(
         {**base, "variant": "nonrigid"})
     (tmp_path / "c" / "nonrigid-3d" / "gssd" / "seed1").mkdir(parents=True)
     found = collect_runs(tmp_path)

@@ -61,8 +61,35 @@ def test_build_passes_overrides():
     net = models.build("gssd", input_size=96, width=0.125)
     assert net.input_size == 96 and len(net.priors) == 902
     assert net.trunk.channels["conv4_3"] == 64
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="'gssd' takes no override 'no_such_option'"):
         models.build("gssd", no_such_option=1)
+
+
+@pytest.mark.parametrize("name", ["gssd", "pixellink_gconv", "retinanet_gconv", "mscr"])
+def test_every_family_refuses_an_architecture_override_alike(name):
+    """The paper row fixes the architecture: ``groups=2`` is refused the same way by all."""
+    with pytest.raises(ValueError, match=rf"model '{name}' takes no override 'groups' .*"
+                       r"it takes: input_size, width"):
+        models.build(name, groups=2)
+
+
+def test_every_builder_names_its_overrides_input_size_and_width_first():
+    for name in models.list_models():
+        assert models.settings(name)[:2] == ["input_size", "width"], name
+
+
+def test_list_models_by_table_and_pattern():
+    table_one = {"ssd", "gssd", "gssd_portal", "gssd_pp", "retinanet_improved", "retinanet_gconv",
+                 "retinanet_gconv_mask", "pixellink", "pixellink_gconv", "pixellink_pp", "mscr"}
+    assert set(models.list_models(table="I")) == table_one
+    ablations = models.list_models(table="III")
+    assert len(ablations) == 10 and not set(ablations) & table_one
+    assert models.list_models(table="III", pattern="gssd*") == [
+        "gssd_pp_no_dc", "gssd_pp_no_interphase", "gssd_pp_no_phase_offsets",
+        "gssd_pp_no_sa_base", "gssd_pp_no_sa_fusion",
+    ]
+    assert models.list_models(pattern="pixellink_pp") == ["pixellink_pp"]
+    assert models.list_models(pattern="nothing*") == []
 
 
 def test_unknown_model_names_the_choices():
@@ -107,10 +134,14 @@ def test_plugin_through_model_module_and_models_list(plugin_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:5] == ["name", "params", "input", "supervision", "table"]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
     assert set(SSD_ROWS) | {PLUGIN} <= set(rows)
     assert re.match(r"gssd_pp\s+\d+\.\d\dM\s+300\s+boxes\s+I\s+GSSD\+\+ \(ours\)", rows["gssd_pp"])
-    assert re.match(rf"{PLUGIN}\s+0\.\d\dM\s+128\s+boxes\s+-\s+-\s+example", rows[PLUGIN])
+    assert re.fullmatch(rf"{PLUGIN}\s+0\.\d\dM\s+128\s+boxes\s+-\s+-", rows[PLUGIN])
+    below = lines[lines.index(rows[PLUGIN]) + 1]
+    assert below.startswith("    example")  # the description, wrapped under its row
+    assert max(len(line) for line in lines) <= 100
+    assert "width 1.0" in out and "input size" in out
 
 
 def test_models_list_json_param_counts(capsys):

@@ -10,11 +10,14 @@ import pytest
 import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``)
 from tiny_cohort import make_cohort
 
+import models
 from benchmark import cli, runner
 from benchmark.analysis.estimates import AP_COLUMNS, Estimates
 from benchmark.analysis.sensitivity import sensitivity_frame
+from benchmark.analysis.summary import summarise, summary_tables
 from benchmark.config import apply_overrides, load_profile, resolve
 from benchmark.evaluation import METRIC_KEYS
+from benchmark.executors.local import LocalExecutor
 
 SETS = ["train.iterations=4", "train.val_every=2", "train.checkpoint_every=2", "eval.bootstrap=10"]
 
@@ -39,6 +42,24 @@ def test_profiles_load_and_override():
         apply_overrides(paper, ["train.iteration=5"])
     with pytest.raises(ValueError, match="unknown profile 'fast'.*paper"):
         load_profile("fast")
+
+
+def test_parse_models_takes_sets_names_and_patterns():
+    assert runner.parse_models("all") == models.list_models(table="I")
+    assert runner.parse_models("ablations") == models.list_models(table="III")
+    assert runner.parse_models("gssd, pixellink_pp*") == [
+        "gssd", "pixellink_pp", *models.list_models(pattern="pixellink_pp_*")
+    ]
+    with pytest.raises(ValueError, match="unknown model.*nope.*gssd_pp"):
+        runner.parse_models("gssd,nope")
+
+
+def test_unit_config_refuses_an_override_the_model_does_not_take(cohort, tmp_path):
+    base = resolve("smoke", ["detector.overrides.groups=2"])
+    for model in ("gssd", "pixellink"):
+        with pytest.raises(ValueError, match=f"'{model}' takes no override 'groups'"):
+            runner.unit_config(base, cohort, "unregistered", model, 1, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_builtin_profiles_share_one_shape():
@@ -99,15 +120,17 @@ def test_unit_writes_the_run_folder_and_skips_when_finished(cohort, tmp_path):
 def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
     base = resolve("smoke", SETS)
     lines: list[str] = []
+    executor = LocalExecutor(["tiny_detector"], gpus=[])
     ap, dirs = runner.run_matrix(
-        base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
+        base, "nonrigid", ["tiny_test"], [1], executor=executor, cohort=cohort, runs=tmp_path,
+        report=lines.append,
     )
     assert sorted(d.parts[-3] for d in dirs) == ["nonrigid", "unregistered"]
     assert set(ap["variant"]) == {"nonrigid", "unregistered"}
-    est, facts = runner.summarise(dirs, tmp_path, "test", n_boot=20)
+    est, facts = summarise(dirs, tmp_path, "test", n_boot=20)
     assert facts.profiles == ("smoke",) and facts.seeds == (1,)
     assert set(facts.evaluated) == {"unregistered", "nonrigid"}
-    tables = runner.summary_tables(est, "nonrigid")
+    tables = summary_tables(est, "nonrigid")
     assert set(tables) == {"tiny_test"}
     table = tables["tiny_test"]
     assert list(table.columns) == ["AP nonrigid", "AP unregistered", "sensitivity"]
@@ -120,9 +143,10 @@ def test_matrix_runs_variant_and_unregistered_and_summarises(cohort, tmp_path):
     )
     lines.clear()
     runner.run_matrix(
-        base, "nonrigid", ["tiny_test"], [1], cohort=cohort, runs=tmp_path, report=lines.append
+        base, "nonrigid", ["tiny_test"], [1], executor=executor, cohort=cohort, runs=tmp_path,
+        report=lines.append,
     )
-    assert sum("skipped" in line for line in lines) == 2
+    assert sum("finished before, skipped" in line for line in lines) == 2
     table2 = pd.read_csv(cohort / "variants" / "table2.csv")  # where analyze / report read it
     assert table2["variant"].tolist() == ["unregistered", "nonrigid"]
 
@@ -163,11 +187,11 @@ def test_summary_tables_show_intervals_and_undefined():
     ap = pd.DataFrame(rows, columns=list(AP_COLUMNS))
     sens = sensitivity_frame(ap, cells=[("test", k) for k in METRIC_KEYS])
     est = Estimates(ap, ap.drop(columns=["ci_low", "ci_high"]), sens, pd.DataFrame(), 0, 0, 10)
-    table = runner.summary_tables(est, "nonrigid")["m"]
+    table = summary_tables(est, "nonrigid")["m"]
     assert table.loc["IoU50", "AP nonrigid"] == "80.0 [75.0, 85.0]"
     assert table.loc["IoU50", "sensitivity"] == "25.0 [no CI]"  # 1 - 60 / 80, no resamples
     assert table.loc["average (Fig. 5)", "sensitivity"] == "n/a"
-    rigid = runner.summary_tables(est, "rigid")["m"]
+    rigid = summary_tables(est, "rigid")["m"]
     assert (rigid["sensitivity"] == "n/a").all()
     assert dict(rigid.attrs["undefined"])["IoU50"] == "registered AP is 0 (seed 0)"
 
@@ -182,7 +206,7 @@ def test_train_command_end_to_end(cohort, tmp_path, capsys):
             "tiny_test",
             "--profile",
             "smoke",
-            "--out",
+            "--runs",
             str(tmp_path),
             "--model-module",
             "tiny_detector",

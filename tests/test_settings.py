@@ -63,7 +63,7 @@ def test_bad_setting_is_one_line_and_writes_nothing(cohort, tmp_path, capsys, op
     before = _tree(cohort)
     runs = tmp_path / "runs"
     argv = ["train", "--cohort", str(cohort), "--model", "ssd", "--profile", "smoke",
-            "--out", str(runs), *options]
+            "--runs", str(runs), *options]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {line}") and err.count("\n") == 1, err

@@ -11,19 +11,13 @@ import tiny_detector
 import torch
 from tiny_cohort import make_cohort
 
+from benchmark.checkpoints import BEST, CHECKPOINTS, LAST, load_checkpoint
 from benchmark.config import resolve
 from benchmark.dataset import LesionSliceDataset
 from benchmark.evaluation import evaluate_frame
-from benchmark.training import (
-    BEST,
-    CHECKPOINTS,
-    LAST,
-    TrainingError,
-    batch_keys,
-    load_checkpoint,
-    predict,
-    train,
-)
+from benchmark.prediction import predict
+from benchmark.sampler import batch_keys
+from benchmark.training import TrainingError, train
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +79,9 @@ def test_resume_gives_the_same_weights(cohort, tmp_path):
     cfg = config(cohort)  # augmentation on, LR step at 9, validation at 6 and 12
     straight = train(cfg, tmp_path / "a")
     first = train(cfg, tmp_path / "b", stop_at=8)
-    assert first["iteration"] == 8
+    assert first.iteration == 8
     resumed = train(cfg, tmp_path / "b")
-    assert resumed["iteration"] == straight["iteration"] == 12
+    assert resumed.iteration == straight.iteration == 12
     a = load_checkpoint(tmp_path / "a" / CHECKPOINTS / LAST)
     b = load_checkpoint(tmp_path / "b" / CHECKPOINTS / LAST)
     for key, value in a["model"].items():

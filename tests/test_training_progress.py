@@ -9,7 +9,7 @@ import pytest
 import tiny_detector  # noqa: F401  (registers the test-only model ``tiny_test``)
 from tiny_cohort import make_cohort
 
-from benchmark import runner
+from benchmark import run_folder, runner
 from benchmark.config import resolve
 from benchmark.executors.units import UNIT_LOG, train_unit
 from benchmark.training import train
@@ -87,4 +87,4 @@ def test_a_unit_shows_progress_on_stderr_not_in_its_log(cohort, tmp_path, capsys
     train_unit(config)
     err = capsys.readouterr().err
     assert "tiny_test / unregistered / seed 2: iteration 6/6 (100%)" in err
-    assert "iteration 6/6" not in (runner.unit_dir(config) / UNIT_LOG).read_text()
+    assert "iteration 6/6" not in (run_folder.unit_dir(config) / UNIT_LOG).read_text()

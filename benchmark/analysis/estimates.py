@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmark.analysis.defaults import DEFAULT_BOOTSTRAP as DEFAULT_BOOTSTRAP
 from benchmark.analysis.published import METRICS
 from benchmark.analysis.runs import AP_KEYS, Run, RunSet
 from benchmark.analysis.sensitivity import MIN_LESION_BOXES, sensitivity_frame
@@ -32,8 +33,6 @@ from benchmark.evaluation import (
     percentile_ci,
 )
 
-#: patient resamples per interval (``--bootstrap``); 1000 take a few seconds per run and split
-DEFAULT_BOOTSTRAP = 1000
 SPLITS = ("val", "test")
 AP_COLUMNS = (
     "model",

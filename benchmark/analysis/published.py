@@ -7,34 +7,25 @@ One row per model x registration x split x metric with the printed value and its
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 from pathlib import Path
 
 import pandas as pd
 
+# the shared names, re-exported for the analysis modules
+from benchmark.vocabulary import AVERAGE as AVERAGE
+from benchmark.vocabulary import PAPER_CELLS, VARIANTS
+from benchmark.vocabulary import REGISTRATIONS as REGISTRATIONS
+from benchmark.vocabulary import VARIANT_LABELS as VARIANT_LABELS
+
+log = logging.getLogger(__name__)
+
 #: the eight AP metrics averaged into one sensitivity in the paper's Fig. 5, as (split, metric)
-METRICS: tuple[tuple[str, str], ...] = (
-    ("val", "IoU30"),
-    ("val", "IoU50"),
-    ("val", "IoU70"),
-    ("val", "IoBB30"),
-    ("val", "IoBB50"),
-    ("val", "IoBB70"),
-    ("test", "IoU50"),
-    ("test", "IoBB50"),
-)
-AVERAGE = ("all", "average")
+METRICS = PAPER_CELLS
 #: the protocol behind the published numbers: 280 real patients (216 train, 54 val, 10 test),
 #: 300 px input, 60k iterations (paper sec. V-A and appendix B)
 PAPER_PROTOCOL = {"patients": 280, "test_patients": 10, "input_size": 300, "iterations": 60000}
-REGISTRATIONS: tuple[str, ...] = ("rigid", "affine", "nonrigid")
-VARIANTS: tuple[str, ...] = ("unregistered", *REGISTRATIONS)
-VARIANT_LABELS = {
-    "unregistered": "Unregistered",
-    "rigid": "Rigid",
-    "affine": "Affine",
-    "nonrigid": "Non-rigid",
-}
 TABLE_FILES = {
     "I": "table1.csv",
     "II": "table2.csv",
@@ -89,6 +80,18 @@ def load_table(name: str, root: str | os.PathLike[str] | None = None) -> pd.Data
         raise ValueError(f"{path}: unknown registration {sorted(unknown)}; use {VARIANTS}")
     frame["value"] = values.astype(float)
     return frame
+
+
+def published_liver_dice(root: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """The paper's Table II liver Dice per variant (``table2.csv``); empty, with a warning,
+    when the table is not found."""
+    try:
+        table = load_table("II", root)
+    except FileNotFoundError:
+        log.warning("published Table II not found; liver_dice_published left empty")
+        return {}
+    rows = table[table["metric"] == "liver_dice"]
+    return dict(zip(rows["registration"], rows["value"].astype(float), strict=True))
 
 
 def load_ap(root: str | os.PathLike[str] | None = None) -> pd.DataFrame:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.analysis.published import VARIANTS
-from registration.variants import ALL_VARIANTS, PAPER_VARIANTS
+from benchmark.vocabulary import REGISTERED_VARIANTS, REGISTRATIONS
 
-OTHER_EXPERIMENTS = tuple(v for v in ALL_VARIANTS if v not in PAPER_VARIANTS)
+OTHER_EXPERIMENTS = tuple(v for v in REGISTERED_VARIANTS if v not in REGISTRATIONS)
 """Registered variants the paper's tables never mix in: ``*-3d`` and ``*-fast``."""
 
 SEED_DIR = re.compile(r"^seed(\d+)$")

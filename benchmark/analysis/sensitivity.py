@@ -20,12 +20,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from benchmark.analysis.defaults import MIN_LESION_BOXES as MIN_LESION_BOXES
 from benchmark.analysis.published import AVERAGE, METRICS, REGISTRATIONS
 from benchmark.evaluation import CI_LEVEL, percentile_ci
+from benchmark.vocabulary import UNREGISTERED
 
-#: fewest lesion boxes a split needs for its sensitivities to be reported (``--min-boxes``)
-MIN_LESION_BOXES = 10
-UNREGISTERED = "unregistered"
 COLUMNS = (
     "model",
     "registration",

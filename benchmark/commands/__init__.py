@@ -4,6 +4,7 @@ None) says whether it hangs under ``python -m benchmark data``, ``ORDER`` sorts 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_model_module_arg(parser: argparse.ArgumentParser) -> None:
@@ -22,3 +23,28 @@ def load_model_modules(args: argparse.Namespace) -> None:
 
     for module in getattr(args, "model_module", []) or []:
         load_module(module)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store like the new option, and tell the user to switch (on stderr)."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: object):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        print(
+            f"note: {option_string} is deprecated and will be removed in the next release; "
+            f"use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(
+    parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: object
+) -> None:
+    """Accept the old spelling ``old`` of option ``new`` (hidden from ``--help``) for one release."""
+    parser.add_argument(
+        old, dest=dest, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs
+    )

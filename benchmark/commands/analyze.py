@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from benchmark.analysis.estimates import DEFAULT_BOOTSTRAP
-from benchmark.analysis.facts import format_estimate, undefined_notes
-from benchmark.analysis.sensitivity import MIN_LESION_BOXES
-from benchmark.analysis.tables import display_label
+from benchmark.analysis.defaults import DEFAULT_BOOTSTRAP, MIN_LESION_BOXES
 from benchmark.commands import add_model_module_arg, load_model_modules
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ORDER = 80
 
@@ -45,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output folder (default: RUNS/analysis, or work/published-analysis with --published)",
     )
-    analyze.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    analyze.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     analyze.add_argument(
         "--no-published-bars", action="store_true", help="Fig. 5 without the published bars"
     )
@@ -67,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument(
         "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
     )
-    comp.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    comp.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     _uncertainty_args(comp)
     add_model_module_arg(comp)
     comp.set_defaults(func=_compare)
@@ -84,7 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", type=Path, default=None, help="HTML file (default: RUNS/report.html)"
     )
-    report.add_argument("--cohort", default=None, help="cohort name when RUNS holds several")
+    report.add_argument(
+        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
+    )
     _uncertainty_args(report)
     report.set_defaults(func=_report)
 
@@ -133,7 +138,10 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from benchmark.analysis import pipeline
+    from benchmark.analysis.tables import display_label
 
     load_model_modules(args)
     out = args.out or args.runs / f"compare-{args.model}"
@@ -173,11 +181,15 @@ def _compare(args: argparse.Namespace) -> int:
 def _cell(value, low, high, reason: str, source: str) -> str:
     if source == "published":
         return f"{value:.2f}"
+    from benchmark.analysis.facts import format_estimate
+
     return format_estimate(value, low, high, reason)
 
 
 def _print_cells(sens: pd.DataFrame) -> None:
     """Your eq. 6 sensitivity per cell and registration method, with intervals and reasons."""
+    from benchmark.analysis.facts import format_estimate, undefined_notes
+
     if sens.empty:
         return
     text = sens.assign(

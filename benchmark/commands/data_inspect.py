@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from benchmark.cohort import open_variant
-    from benchmark.inspect import format_summary, summarize
+    from benchmark.cohort_info import format_summary, summarize
 
     summary = summarize(open_variant(args.cohort, args.variant))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
@@ -60,7 +60,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from benchmark.cohort import open_variant
-    from benchmark.inspect import show
+    from benchmark.cohort_info import show
 
     path = show(open_variant(args.cohort, args.variant), args.patient, args.out, args.slice)
     print(f"wrote {path}")

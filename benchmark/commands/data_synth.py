@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=_int_at_least(1),
         default=1,
-        metavar="W",
+        metavar="N",
         help="parallel processes (default: %(default)s)",
     )
     parser.add_argument(
@@ -136,7 +136,7 @@ def _check_writable(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.inspect import format_summary, summarize
+    from benchmark.cohort_info import format_summary, summarize
     from benchmark.phantom import PhantomConfig, synthesize
 
     config = PhantomConfig(

@@ -31,8 +31,8 @@ resume.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from benchmark.executors import add_executor_args
+    from benchmark.vocabulary import DEFAULT_PRESET, DIMS, PRESETS, REGISTRATIONS
     from registration.backends import BACKENDS
-    from registration.variants import DIMS, METHODS, PRESETS
 
     parser = subparsers.add_parser(
         "register",
@@ -45,12 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--cohort", required=True, type=Path, metavar="DIR",
                         help="unregistered cohort folder")
-    parser.add_argument("--variant", required=True, choices=(*METHODS, "all"),
+    parser.add_argument("--variant", required=True, choices=(*REGISTRATIONS, "all"),
                         help="registration to run ('all' = rigid, affine and nonrigid)")
     parser.add_argument("--dims", type=int, choices=DIMS, default=2,
                         help="2: per axial slice, as the paper (default); 3: each phase as one "
                         "volume (variant names end in -3d)")
-    parser.add_argument("--preset", choices=PRESETS, default="default",
+    parser.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
                         help="elastix maps: default (elastix's, as the paper) or fast (2D only; "
                         "variant names end in -fast)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchmark.analysis.published import published_liver_dice
     from benchmark.executors import executor_from_args
     from registration.alignment import alignment_table, to_markdown
     from registration.stage import read_log, register_variant, worker_pool
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
                              progress=not args.no_progress,
                              executor=executor if executor.remote else None, pool=pool)
             walls[variant] = time.perf_counter() - start
-    table = alignment_table(args.cohort)  # every variant registered so far
+    # every variant registered so far
+    table = alignment_table(args.cohort, published=published_liver_dice())
     print("Table II (alignment between phases; written to "
           f"{args.cohort / 'variants' / 'table2.csv'})")
     print(to_markdown(table))

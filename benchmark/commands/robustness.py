@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         default="gssd,gssd_pp,gssd_portal",
         metavar="all|a,b",
-        help="all (Table I models), ablations (Table III) or a comma list "
-        "(default gssd,gssd_pp,gssd_portal)",
+        help="all (Table I models), ablations (Table III) or a comma list of names or "
+        "patterns (default gssd,gssd_pp,gssd_portal)",
     )
     parser.add_argument(
         "--cohort",
@@ -123,6 +123,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     base = _config(args)
     runner.set_threads(base)
     names = runner.parse_models(args.models)
+    for name in names:  # a bad override fails before any cohort is made
+        runner.check_model(base, name)
     seeds = args.seeds or base["seeds"]
     n_boot = base["eval"]["bootstrap"] if args.bootstrap is None else args.bootstrap
     if n_boot < 1:

@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from benchmark.analysis.facts import undefined_notes
 from benchmark.atomic import read_json
-from benchmark.commands import add_model_module_arg, load_model_modules
+from benchmark.commands import add_deprecated_alias, add_model_module_arg, load_model_modules
 from benchmark.config import DEFAULT_PROFILE, Override, profile_names, resolve
 from benchmark.executors import RunLock, add_executor_args, executor_from_args
 from benchmark.training_progress import ProgressDisplay
@@ -68,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate one model on one cohort variant",
         description="Train one model on a cohort (or one of its registered variants), pick the "
         "best checkpoint on the validation split, evaluate val and test, and write the run "
-        "folder OUT/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
+        "folder RUNS/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
         "is skipped; a killed one resumes from its last checkpoint.",
     )
     train.add_argument("--cohort", required=True, metavar="DIR", help="cohort folder")
@@ -80,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--model", required=True, metavar="NAME", help="a registered model name")
     train.add_argument("--seed", type=int, metavar="S", help="seed (default: the profile's first)")
-    train.add_argument("--out", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    train.add_argument("--runs", default="runs", metavar="RUNS", help="runs folder (default runs)")
+    add_deprecated_alias(train, "--out", "--runs", dest="runs")
     _common(train)
     train.set_defaults(func=cmd_train)
 
@@ -107,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         default="all",
         metavar="all|a,b",
-        help="all (Table I models, default), ablations (Table III) or a comma list",
+        help="all (Table I models, default), ablations (Table III) or a comma list of names "
+        "or patterns (gssd*)",
     )
     run.add_argument("--seeds", type=int, nargs="+", metavar="S", help="default: profile seeds")
     run.add_argument("--runs", default="runs", metavar="RUNS", help="runs folder (default runs)")
@@ -121,21 +122,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from benchmark import runner
+    from benchmark import run_folder, runner
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
     runner.set_threads(base)
-    runner.check_variant(args.variant)
     seed = args.seed if args.seed is not None else base["seeds"][0]
     check_seeds([seed], "--seed")
     config = runner.unit_config(
-        base, Path(args.cohort), args.variant, args.model, seed, Path(args.out)
+        base, Path(args.cohort), args.variant, args.model, seed, Path(args.runs)
     )
-    with RunLock(runner.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
+    with RunLock(run_folder.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
         run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
-    metrics = read_json(run_dir / runner.METRICS)
+    metrics = read_json(run_dir / run_folder.METRICS)
     for split in runner.SPLITS:
         values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
         print(f"{split:5s} AP (%): {values}")
@@ -145,12 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
+    from benchmark.analysis.facts import undefined_notes
+    from benchmark.analysis.summary import summarise, summary_tables
     from benchmark.settings import check_seeds
 
     load_model_modules(args)
     base = _config(args)
     runner.set_threads(base)
-    runner.check_variant(args.variant)
     names = runner.parse_models(args.models)
     seeds = args.seeds or base["seeds"]
     check_seeds(seeds, "--seeds")
@@ -164,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         work=args.work,
         executor=executor_from_args(args),
     )
-    est, facts = runner.summarise(dirs, args.runs, args.split)
+    est, facts = summarise(dirs, args.runs, args.split)
     print("\nWhat these numbers rest on:")
     for line in facts.lines():
         print(f"  {line}")
@@ -174,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" and sensitivity (eq. 6, %) of {args.variant} vs unregistered (lower = more robust)"
         )
     print(f"\n{what}; mean over {len(seeds)} seed(s), [95% CI], n/a = undefined:")
-    for model, table in runner.summary_tables(est, args.variant, args.split).items():
+    for model, table in summary_tables(est, args.variant, args.split).items():
         print(f"\n{model}")
         print(table.rename_axis(index=None).to_string())
         for line in undefined_notes(table.attrs["undefined"]):

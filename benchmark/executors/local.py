@@ -9,7 +9,8 @@ from multiprocessing import get_context
 from typing import Any
 
 from benchmark.executors.progress import MatrixProgress
-from benchmark.executors.units import UnitOutcome, label, log_path, train_unit
+from benchmark.executors.units import UnitOutcome, train_unit
+from benchmark.run_folder import is_finished, label, log_path
 
 
 class LocalExecutor:
@@ -46,8 +47,6 @@ class LocalExecutor:
         self, configs: Sequence[dict[str, Any]], report: Callable[[str], None] = print
     ) -> list[dict[str, Any]]:
         """Run every unit, report progress; returns the configs of the units that failed."""
-        from benchmark.runner import is_finished
-
         progress = MatrixProgress(len(configs), report)
         todo = []
         for config in configs:

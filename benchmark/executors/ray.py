@@ -17,7 +17,8 @@ from typing import Any
 from benchmark.executors.local import reason
 from benchmark.executors.locks import read_owner
 from benchmark.executors.progress import MatrixProgress
-from benchmark.executors.units import label, log_path, register_patient_unit, train_unit
+from benchmark.executors.units import register_patient_unit, train_unit
+from benchmark.run_folder import is_finished, label, log_path, unit_dir
 
 RAY_HINT = (
     "--executor ray needs Ray, an optional extra: pip install 'phasebench[ray]' "
@@ -72,8 +73,6 @@ class RayExecutor:
         self, configs: Sequence[dict[str, Any]], report: Callable[[str], None] = print
     ) -> list[dict[str, Any]]:
         """Run every unit as a task, report progress; returns the configs of failed units."""
-        from benchmark.runner import is_finished, unit_dir
-
         ray = self.ray
         progress = MatrixProgress(len(configs), report)
         task = ray.remote(train_unit)
@@ -107,7 +106,7 @@ class RayExecutor:
         return failed
 
     def register_patients(
-        self, source_root: str | Path, writer: Any, pids: Sequence[str], method: str, backend: Any
+        self, source_root: str | Path, writer: Any, pids: Sequence[str], variant: str, backend: Any
     ) -> Iterator[str]:
         """Register each patient as a task; yields patient ids as they finish."""
         ray = self.ray
@@ -115,7 +114,7 @@ class RayExecutor:
             num_cpus=self.cpus_per_patient, max_retries=self.max_retries
         )
         pending = [
-            task.remote(str(source_root), writer, pid, method, backend, self.cpus_per_patient)
+            task.remote(str(source_root), writer, pid, variant, backend, self.cpus_per_patient)
             for pid in pids
         ]
         while pending:

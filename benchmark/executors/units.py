@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.executors.locks import RunLock
-from benchmark.training_progress import ProgressDisplay, unit_label
-
-UNIT_LOG = "unit.log"
+from benchmark.run_folder import UNIT_LOG, is_finished, unit_dir
+from benchmark.training_progress import ProgressDisplay
 
 
 @dataclass(frozen=True)
@@ -34,17 +33,6 @@ class UnitOutcome:
     run_dir: Path
     skipped: bool
     seconds: float
-
-
-def label(config: dict[str, Any]) -> str:
-    """``model / variant / seed k`` of a unit config."""
-    return unit_label(config)
-
-
-def log_path(config: dict[str, Any]) -> Path:
-    from benchmark.runner import unit_dir
-
-    return unit_dir(config) / UNIT_LOG
 
 
 @contextlib.contextmanager
@@ -97,13 +85,13 @@ def train_unit(
 
     for module in model_modules:
         load_module(module)
-    run_dir = runner.unit_dir(config)
+    run_dir = unit_dir(config)
     start = time.perf_counter()
     progress = ProgressDisplay(sys.stderr, bar=False if multiprocessing.parent_process() else None)
-    if runner.is_finished(config):
+    if is_finished(config):
         return UnitOutcome(run_dir, True, 0.0)
     with RunLock(run_dir, wait=lock_wait), unit_log(run_dir / UNIT_LOG):
-        if runner.is_finished(config):
+        if is_finished(config):
             return UnitOutcome(run_dir, True, 0.0)
         runner.set_threads(config)
         runner.run_unit(config, progress)
@@ -111,7 +99,7 @@ def train_unit(
 
 
 def register_patient_unit(
-    source_root: str, writer: Any, pid: str, method: str, backend: Any, threads: int
+    source_root: str, writer: Any, pid: str, variant: str, backend: Any, threads: int
 ) -> str:
     """Register one patient into ``writer`` (a ``CohortWriter``); returns the patient id.
 
@@ -119,9 +107,6 @@ def register_patient_unit(
     half-written, and a retried task whose patient was already written returns at once
     (a finished patient folder is never replaced).
     """
-    from registration import stage
+    from registration.stage import register_into
 
-    if pid in writer.done():
-        return pid
-    stage._init_worker(backend, threads)
-    return stage._run_patient(Path(source_root), writer, pid, method)[0]
+    return register_into(source_root, writer, pid, variant, backend, threads)

@@ -16,8 +16,9 @@ Each phase is rendered by sampling the label map at ``p + d(p)`` (and at sub-sli
 for the 5 mm slice profile), so masks are exact in every phase and edges stay sharp.
 """
 
+import importlib
+
 from benchmark.phantom.config import DEFAULT_MOTION_MM, FOV_MM, SLICE_MM, PhantomConfig
-from benchmark.phantom.synth import make_patient, patient_id, synthesize
 
 __all__ = [
     "DEFAULT_MOTION_MM",
@@ -28,3 +29,13 @@ __all__ = [
     "patient_id",
     "synthesize",
 ]
+
+_LAZY = {"make_patient", "patient_id", "synthesize"}
+
+
+def __getattr__(name: str) -> object:
+    """The renderer (:mod:`benchmark.phantom.synth`) loads on first use, so reading the
+    phantom's settings (e.g. for ``--help``) stays fast."""
+    if name in _LAZY:
+        return getattr(importlib.import_module("benchmark.phantom.synth"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import runner
+from benchmark import run_folder, runner
 from benchmark.atomic import atomic_path, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant
 from benchmark.robustness.analysis import LadderResult, analyse_ladder
@@ -138,7 +138,7 @@ def summarise(
     """Analyse the finished units; write tables, facts and the figure; returns the result and
     the ladder folder."""
     frame = pd.DataFrame(
-        [(c["model"], float(level), c["seed"], str(runner.unit_dir(c))) for level, c in units],
+        [(c["model"], float(level), c["seed"], str(run_folder.unit_dir(c))) for level, c in units],
         columns=["model", "level", "seed", "path"],
     )
     measured = measure(plan, split)
