@@ -59,6 +59,18 @@ def test_old_runs_spelling_of_train_still_works_and_says_so(capsys):
     assert "--out" not in capsys.readouterr().out
 
 
+def test_analysis_commands_take_the_cohort_as_a_folder_or_its_name(tmp_path):
+    from tiny_cohort import make_cohort
+
+    make_cohort(tmp_path / "mine", patients=3, size=32, slices=3)
+    parser = cli.build_parser()
+    for command in ("analyze", "compare", "report"):
+        extra = ["--runs", "r", *(["--model", "gssd"] if command == "compare" else [])]
+        by_folder = parser.parse_args([command, *extra, "--cohort", str(tmp_path / "mine")])
+        by_name = parser.parse_args([command, *extra, "--cohort", "mine"])
+        assert by_folder.cohort == by_name.cohort == "mine", command
+
+
 def test_help_loads_no_heavy_library():
     """``--help`` of every command builds the parser without torch, pandas or the stages."""
     code = (

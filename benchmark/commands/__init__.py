@@ -18,6 +18,33 @@ def add_model_module_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def cohort_of_runs(value: str) -> str:
+    """``--cohort`` of the analysis commands: a cohort folder (its manifest names the runs'
+    cohort) or that name as it appears under RUNS."""
+    from pathlib import Path
+
+    from benchmark.cohort import MANIFEST, Cohort, CohortError
+
+    folder = Path(value)
+    if not (folder / MANIFEST).is_file():
+        return value
+    try:
+        return Cohort(folder).name
+    except CohortError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_runs_cohort_arg(parser: argparse.ArgumentParser) -> None:
+    """``--cohort DIR|NAME``: which cohort's runs, when RUNS holds several."""
+    parser.add_argument(
+        "--cohort",
+        type=cohort_of_runs,
+        default=None,
+        metavar="DIR|NAME",
+        help="the cohort whose runs to use when RUNS holds several: its folder or its name",
+    )
+
+
 def load_model_modules(args: argparse.Namespace) -> None:
     from models.registry import load_module
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmark.analysis.defaults import DEFAULT_BOOTSTRAP, MIN_LESION_BOXES
-from benchmark.commands import add_model_module_arg, load_model_modules
+from benchmark.commands import add_model_module_arg, add_runs_cohort_arg, load_model_modules
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,9 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output folder (default: RUNS/analysis, or work/published-analysis with --published)",
     )
-    analyze.add_argument(
-        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
-    )
+    add_runs_cohort_arg(analyze)
     analyze.add_argument(
         "--no-published-bars", action="store_true", help="Fig. 5 without the published bars"
     )
@@ -68,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument(
         "--out", type=Path, default=None, help="output folder (default: RUNS/compare-<model>)"
     )
-    comp.add_argument(
-        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
-    )
+    add_runs_cohort_arg(comp)
     _uncertainty_args(comp)
     add_model_module_arg(comp)
     comp.set_defaults(func=_compare)
@@ -87,9 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--out", type=Path, default=None, help="HTML file (default: RUNS/report.html)"
     )
-    report.add_argument(
-        "--cohort", default=None, metavar="NAME", help="cohort name when RUNS holds several"
-    )
+    add_runs_cohort_arg(report)
     _uncertainty_args(report)
     report.set_defaults(func=_report)
 
