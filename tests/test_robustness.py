@@ -323,6 +323,7 @@ def test_smoke_ladder_writes_tables_and_figure_and_resumes(phantom_ladder, capsy
     assert (levels["ap_low"] <= levels["ap"] + 1e-12).all()
     facts = json.loads((out / "summary.json").read_text())
     assert facts["profile"] == "smoke" and facts["patients"] >= 1 and facts["seeds"] == [1111]
+    assert facts["devices"] == ["cpu"]
     assert (out / "ladder.png").stat().st_size > 10_000
     assert (
         root / "work" / "robustness" / "synthetic-6p-256px-6z-seed0-motion8mm" / "cohort.json"

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark import run_folder, runner
-from benchmark.atomic import atomic_path, write_json
+from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant
 from benchmark.robustness.analysis import LadderResult, analyse_ladder
 from benchmark.robustness.deformation import deform_cohort
@@ -159,6 +159,7 @@ def summarise(
             "batch_size": config["train"]["batch_size"],
         },
         models=list(dict.fromkeys(frame["model"])),
+        devices=sorted({read_json(Path(p) / run_folder.METRICS).get("device", "?") for p in frame["path"]}),
         misalignment_region=sorted(set(measured["region"])),
     )
     out = ladder_dir(runs, plan)
@@ -185,7 +186,8 @@ def note(facts: dict[str, Any]) -> str:
     return (
         f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {facts['profile']} "
         f"(input {settings['input_size']}, width {settings['width']:g}, "
-        f"{settings['iterations']} iterations at batch {settings['batch_size']}); "
+        f"{settings['iterations']} iterations at batch {settings['batch_size']}, "
+        f"device {', '.join(facts['devices'])}); "
         f"{facts['split']} split: {facts['patients']} patients, {boxes} lesion boxes; "
         f"seeds {', '.join(str(s) for s in facts['seeds'])}; "
         f"{facts['bootstrap']} paired patient-bootstrap replicates"
