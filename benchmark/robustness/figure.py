@@ -40,7 +40,9 @@ def ladder_figure(
         )
     ax.set_xlabel("true misalignment over the liver (mm, mean of the moving phases)")
     ax.set_ylabel(f"AP (%), {title}")
-    ax.set_ylim(-2, 102)
+    # the scale follows the data (at least 0-10 %) so that low APs stay readable
+    top = max(10.0, 100 * float(levels[["ap", "ap_high"]].max().max()) * 1.1)
+    ax.set_ylim(-0.02 * min(top, 100), min(top, 100) + 2)
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
