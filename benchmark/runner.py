@@ -228,6 +228,20 @@ def run_unit(config: dict[str, Any], progress: ProgressDisplay | None = None) ->
 # ----------------------------------------------------------------------------- matrix
 
 
+def train_units(
+    units: list[dict[str, Any]], executor: Any, report: Callable[[str], None] = print
+) -> None:
+    """Run every unit config with ``executor``; a unit that fails does not stop the others, and
+    a RuntimeError naming the failed units and their logs is raised once the rest finished."""
+    failed = executor.run_units(units, report)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
+            "command to retry, finished units are skipped): "
+            + "; ".join(f"{label(c)}, log {log_path(c)}" for c in failed)
+        )
+
+
 def run_matrix(
     base: dict[str, Any],
     variant: str,
@@ -259,13 +273,7 @@ def run_matrix(
         for v in variants
         for s in seeds
     ]
-    failed = executor.run_units(units, report)
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(units)} units failed (the others finished; rerun the same "
-            "command to retry, finished units are skipped): "
-            + "; ".join(f"{label(c)}, log {log_path(c)}" for c in failed)
-        )
+    train_units(units, executor, report)
     rows, dirs = [], []
     for config in units:
         run_dir = unit_dir(config)

@@ -99,22 +99,6 @@ def unit_configs(
     ]
 
 
-def train_units(
-    units: list[tuple[float, dict[str, Any]]], executor: Any, report: Callable[[str], None]
-) -> None:
-    """Run every unit with ``executor``; RuntimeError naming the failed ones at the end."""
-    configs = [config for _, config in units]
-    failed = executor.run_units(configs, report)
-    if failed:
-        from benchmark.executors import units as ex
-
-        raise RuntimeError(
-            f"{len(failed)} of {len(configs)} units failed (the others finished; rerun the same "
-            "command to retry, finished units are skipped): "
-            + "; ".join(f"{ex.label(c)}, log {ex.log_path(c)}" for c in failed)
-        )
-
-
 def measure(plan: LadderPlan, split: str) -> pd.DataFrame:
     """True misalignment per level, patient of ``split`` and moving phase."""
     frames = []
@@ -296,7 +280,7 @@ def run_ladder(
     )
     report(f"ladder {plan.name}: {len(plan.cohorts)} level cohorts ready")
     units = unit_configs(config, plan, model_names, seeds, runs)
-    train_units(units, executor, report)
+    runner.train_units([config for _, config in units], executor, report)
     result, out = summarise(config, plan, units, runs, split=split, metric=metric, n_boot=n_boot)
     report(f"ladder finished in {time.perf_counter() - start:.0f} s")
     return result, out
