@@ -22,6 +22,7 @@ NON_IDENTITY = {
     ("train", "workers"),
     ("train", "device"),
     ("train", "threads"),
+    ("train", "cpu_units"),
     ("eval", "batch_size"),
     ("phantom", "workers"),
     ("registration", "workers"),

@@ -81,6 +81,9 @@ class TrainSettings(_Section):
     workers: Annotated[int, Field(ge=0)]
     grad_clip: Annotated[float, Field(gt=0)] | None
     threads: Count | None
+    cpu_units: Count = 1
+    """training units run at once by ``--executor local`` on a machine without a GPU, each in
+    its own process with ``threads`` threads"""
 
     @field_validator("milestones")
     @classmethod

@@ -217,6 +217,24 @@ def test_local_executor_runs_one_process_per_gpu(tmp_path):
     assert "4 trained, 0 skipped, 1 failed" in lines[-1]
 
 
+def test_local_executor_without_gpu_runs_cpu_units_processes(tmp_path):
+    units = [{"runs": str(tmp_path), "cohort_name": "c", "variant": "unregistered",
+              "model": "m", "seed": s, "train": {"device": "auto", "cpu_units": 3 - s % 2}}
+             for s in range(4)]  # the smallest cpu_units among the units wins: 2
+    lines: list[str] = []
+    assert LocalExecutor(gpus=[], unit=fake_unit).run_units(units, lines.append) == []
+    done = [json.loads((run_folder.unit_dir(c) / "metrics.json").read_text()) for c in units]
+    assert len({d["pid"] for d in done}) == 2 and os.getpid() not in {d["pid"] for d in done}
+    assert {d["gpu"] for d in done} == {os.environ.get("CUDA_VISIBLE_DEVICES")}  # not pinned
+    assert "4 trained, 0 skipped, 0 failed" in lines[-1]
+    for unit in units:
+        unit["train"]["cpu_units"] = 1
+        unit["seed"] += 10
+    LocalExecutor(gpus=[], unit=fake_unit).run_units(units, lines.append)
+    done = [json.loads((run_folder.unit_dir(c) / "metrics.json").read_text()) for c in units]
+    assert {d["pid"] for d in done} == {os.getpid()}  # one after another in this process
+
+
 def test_lock_refuses_a_second_live_writer_and_frees_on_death(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",

@@ -1,4 +1,5 @@
-"""``--executor local``: this machine; one training per GPU at a time, sequential on CPU."""
+"""``--executor local``: this machine; one training per GPU at a time, or ``train.cpu_units``
+at a time on a machine without a GPU."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ class LocalExecutor:
 
     With several GPUs (``gpus``, default every visible CUDA device) one spawned process per
     GPU trains one unit at a time, pinned to its GPU by ``CUDA_VISIBLE_DEVICES`` (so
-    ``train.device`` ``auto``/``cuda`` means that GPU); with one GPU or none, or when a unit
-    names its device (``cpu``, ``cuda:1``), the units run one after another in this process.
+    ``train.device`` ``auto``/``cuda`` means that GPU). Without a GPU, or when every unit is
+    pinned to ``cpu``, ``train.cpu_units`` spawned processes (the smallest value among the
+    units) train one unit each at a time, each with its own ``train.threads``: a unit computes
+    the same numbers in a pool as alone. Otherwise (one GPU, a unit naming ``cuda:1``, or
+    ``cpu_units`` 1) the units run one after another in this process.
     Registration stays with ``register_variant``'s own ``--workers`` processes (this executor
     is not ``remote``). ``unit`` is the function run per unit config (default
     :func:`~benchmark.executors.units.train_unit`; it must be importable by name, since the
@@ -54,8 +58,12 @@ class LocalExecutor:
                 progress.on_skipped(label(config))
             else:
                 todo.append(config)
+        cpu_slots = min((c.get("train", {}).get("cpu_units", 1) for c in todo), default=1)
+        on_cpu = not self.gpus or all(_device(c) == "cpu" for c in todo)
         if len(self.gpus) > 1 and len(todo) > 1 and not any(map(_pinned, todo)):
-            failed = self._pool(todo, progress)
+            failed = self._pool(todo, progress, self.gpus)
+        elif on_cpu and cpu_slots > 1 and len(todo) > 1:
+            failed = self._pool(todo, progress, [None] * cpu_slots)
         else:
             failed = self._sequential(todo, progress)
         progress.finish()
@@ -76,23 +84,25 @@ class LocalExecutor:
                 _finished(progress, config, outcome)
         return failed
 
-    def _pool(self, todo: list[dict[str, Any]], progress: MatrixProgress) -> list[dict[str, Any]]:
+    def _pool(
+        self, todo: list[dict[str, Any]], progress: MatrixProgress, slots: list[int | None]
+    ) -> list[dict[str, Any]]:
+        """One spawned process per slot: a GPU index it is pinned to, or ``None`` (CPU)."""
         context = get_context("spawn")
         free = context.Queue()
-        for gpu in self.gpus:
+        for gpu in slots:
             free.put(gpu)
         failed = []
-        slots = len(self.gpus)
         with ProcessPoolExecutor(
-            slots, mp_context=context, initializer=_pin_gpu, initargs=(free,)
+            len(slots), mp_context=context, initializer=_pin_gpu, initargs=(free,)
         ) as pool:
             futures: dict[Future, dict[str, Any]] = {
                 pool.submit(self.unit, config, self.model_modules): config for config in todo
             }
             queued = list(todo)
-            for config in queued[:slots]:
+            for config in queued[: len(slots)]:
                 progress.on_started(label(config))
-            del queued[:slots]
+            del queued[: len(slots)]
             pending = set(futures)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -108,13 +118,19 @@ class LocalExecutor:
         return failed
 
 
+def _device(config: dict[str, Any]) -> str:
+    return config.get("train", {}).get("device", "auto")
+
+
 def _pinned(config: dict[str, Any]) -> bool:
     """Whether the unit names its device itself (then it is not placed on a GPU here)."""
-    return config.get("train", {}).get("device", "auto") not in ("auto", "cuda")
+    return _device(config) not in ("auto", "cuda")
 
 
 def _pin_gpu(free: Any) -> None:
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(free.get())
+    gpu = free.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
 def _finished(progress: MatrixProgress, config: dict[str, Any], outcome: UnitOutcome) -> None:
