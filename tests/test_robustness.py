@@ -373,7 +373,7 @@ def test_negative_control_portal_only_model_sees_identical_data(phantom_ladder):
 
 
 def test_positive_control_multiphase_model_loses_more_than_its_interval(tmp_path):
-    """A multiphase detector that learns in seconds (tests/mask_detector.py), on the profile
+    """A multiphase detector that learns in a minute (tests/mask_detector.py), on the profile
     tests/positive_control.json: at 20 mm it loses more AP than the width of its level-0 95%
     interval, and the paired loss excludes 0. GSSD cannot show this on CPU in test time (its
     AP is near the floor, docs/results.md); the instrument can."""
