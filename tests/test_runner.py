@@ -216,7 +216,10 @@ def test_train_command_end_to_end(cohort, tmp_path, capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "test  AP (%)" in out
+    # every AP printed carries its interval and the patients and boxes behind it
+    assert code == 0 and "95% CI from" in out
+    row = next(line for line in out.splitlines() if line.startswith("IoU50 "))
+    assert row.count("[") == 2 and "test (" in out and "lesion boxes)" in out
     assert (tmp_path / "tiny" / "unregistered" / "tiny_test" / "seed2" / "metrics.json").exists()
 
 

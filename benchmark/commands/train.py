@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import textwrap
+from math import nan
 from pathlib import Path
+from typing import Any
 
 from benchmark.atomic import read_json
 from benchmark.commands import add_deprecated_alias, add_model_module_arg, load_model_modules
@@ -66,9 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train and evaluate one model on one cohort variant",
         description="Train one model on a cohort (or one of its registered variants), pick the "
-        "best checkpoint on the validation split, evaluate val and test, and write the run "
-        "folder RUNS/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run "
-        "is skipped; a killed one resumes from its last checkpoint.",
+        "best checkpoint on the validation split, evaluate val and test (AP per metric with "
+        "its 95% patient-bootstrap interval), and write the run folder "
+        "RUNS/<cohort>/<variant>/<model>/seed<S>/ (docs/run-folder.md). A finished run is "
+        "skipped; a killed one resumes from its last checkpoint.",
     )
     train.add_argument("--cohort", required=True, metavar="DIR", help="cohort folder")
     train.add_argument(
@@ -135,12 +138,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     with RunLock(run_folder.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
         run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
-    metrics = read_json(run_dir / run_folder.METRICS)
-    for split in runner.SPLITS:
-        values = "  ".join(f"{k} {100 * metrics[split][k]:5.1f}" for k in runner.METRIC_KEYS)
-        print(f"{split:5s} AP (%): {values}")
+    print(format_unit_metrics(read_json(run_dir / run_folder.METRICS), base["eval"]["bootstrap"]))
     print(f"run folder: {run_dir}")
     return 0
+
+
+def format_unit_metrics(metrics: dict[str, Any], bootstrap: int) -> str:
+    """One run's AP (%) per metric and split with its 95% interval (patients resampled)."""
+    import pandas as pd
+
+    from benchmark import runner
+    from benchmark.analysis.facts import format_estimate
+
+    columns = {}
+    for split in runner.SPLITS:
+        m = metrics[split]
+        ci = m.get("ci", {})
+        header = f"{split} ({m['n_patients']} patients, {m['n_gt']} lesion boxes)"
+        columns[header] = {
+            key: format_estimate(100 * m[key], *(100 * b for b in ci.get(key, (nan, nan))))
+            for key in runner.METRIC_KEYS
+        }
+    table = pd.DataFrame(columns).to_string()
+    if bootstrap <= 0:
+        return f"AP (%), no intervals (eval.bootstrap is 0):\n{table}"
+    return f"AP (%), 95% CI from {bootstrap} patient-bootstrap replicates:\n{table}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
