@@ -372,7 +372,7 @@ def test_negative_control_portal_only_model_sees_identical_data(phantom_ladder):
     assert metrics[0]["test"] == metrics[1]["test"]
 
 
-def test_positive_control_multiphase_model_loses_more_than_its_interval(tmp_path):
+def test_positive_control_multiphase_model_loses_more_than_its_interval(tmp_path, capsys):
     """A multiphase detector that learns in a minute (tests/mask_detector.py), on the profile
     tests/positive_control.json: at 20 mm it loses more AP than the width of its level-0 95%
     interval, and the paired loss excludes 0. GSSD cannot show this on CPU in test time (its
@@ -389,6 +389,9 @@ def test_positive_control_multiphase_model_loses_more_than_its_interval(tmp_path
     assert row["ap0"] > 0.3
     assert row["drop"] > row["ap0_high"] - row["ap0_low"]
     assert row["drop_low"] > 0 and not row["identical_predictions"]
+    # the note under the table and figure names the profile file; summary.json keeps its path
+    assert "profile positive_control.json (input 128" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["profile"] == str(profile.resolve())
 
 
 def torch_equal(a, b) -> bool:

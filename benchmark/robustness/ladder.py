@@ -163,12 +163,18 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def _profile_label(profile: str | None) -> str:
+    """A built-in profile's name or a profile file's name."""
+    return Path(profile).name if profile else "not recorded"
+
+
 def note(facts: dict[str, Any]) -> str:
-    """One line of facts to judge the numbers by."""
+    """One line of facts to judge the numbers by (a profile file by its name; ``summary.json``
+    keeps its path)."""
     boxes = "/".join(str(b) for b in facts["lesion_boxes"])
     settings = facts["settings"]
     return (
-        f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {facts['profile']} "
+        f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {_profile_label(facts['profile'])} "
         f"(input {settings['input_size']}, width {settings['width']:g}, "
         f"{settings['iterations']} iterations at batch {settings['batch_size']}, "
         f"device {', '.join(facts['devices'])}); "
