@@ -49,6 +49,12 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> dict[str, Any]:
     return config
 
 
+def profile_label(profile: str | None) -> str:
+    """How captions name a recorded ``profile``: a built-in one by its name, a file by its file
+    name (the run folders keep the full path)."""
+    return Path(profile).name if profile else "not recorded"
+
+
 class Override(NamedTuple):
     """One ``KEY=VALUE`` assignment; ``label`` is the option that gave it as the user typed it
     (e.g. ``--iterations -5``), named in error messages (default ``--set KEY=VALUE``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -211,6 +212,10 @@ def test_facts_and_report(tmp_path: Path):
     assert facts.patients == {"train": 4, "val": 1, "test": 1} and facts.lesion_boxes == {"test": 3}
     line = facts.line()
     assert "profile smoke (4 iterations)" in line and "test: 1 patient, 3 lesion boxes" in line
+    # a profile file: captions name the file, the facts keep its path
+    mine = replace(facts, profiles=(str(tmp_path / "profiles" / "mine.json"),))
+    assert mine.line().startswith("profile mine.json (4 iterations)")
+    assert mine.to_dict()["profiles"] == (str(tmp_path / "profiles" / "mine.json"),)
     page = write_report(runs, tmp_path / "report.html").read_text()
     assert "Table II: liver Dice" in page and "0.9800" in page and "+0.0178" in page
     assert "What produced these numbers" in page and "3 lesion boxes evaluated" in page

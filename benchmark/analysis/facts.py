@@ -18,6 +18,7 @@ from typing import Any
 from benchmark.analysis.estimates import Estimates
 from benchmark.analysis.published import PAPER_PROTOCOL, VARIANTS
 from benchmark.analysis.runs import RunSet
+from benchmark.config import profile_label
 
 SPLITS = ("train", "val", "test")
 EVALUATED = ("val", "test")
@@ -70,8 +71,8 @@ class RunFacts:
     min_lesion_boxes: int = 0
 
     def line(self) -> str:
-        """One line for a caption or a page header."""
-        parts = [f"profile {_join(self.profiles)}"]
+        """One line for a caption or a page header (profile files by their file names)."""
+        parts = [f"profile {_join(tuple(profile_label(p) for p in self.profiles))}"]
         if self.iterations:
             parts[0] += f" ({_join(self.iterations)} iterations)"
         cohort = f"cohort {_join(self.cohorts)}"

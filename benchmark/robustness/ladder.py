@@ -27,6 +27,7 @@ import pandas as pd
 from benchmark import run_folder, runner
 from benchmark.atomic import atomic_path, read_json, write_json
 from benchmark.cohort import MANIFEST, UNREGISTERED, Cohort, open_variant
+from benchmark.config import profile_label
 from benchmark.robustness.analysis import LadderResult, analyse_ladder
 from benchmark.robustness.deformation import deform_cohort
 from benchmark.robustness.figure import FIGURE, ladder_figure
@@ -163,18 +164,14 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _profile_label(profile: str | None) -> str:
-    """A built-in profile's name or a profile file's name."""
-    return Path(profile).name if profile else "not recorded"
-
-
 def note(facts: dict[str, Any]) -> str:
     """One line of facts to judge the numbers by (a profile file by its name; ``summary.json``
     keeps its path)."""
     boxes = "/".join(str(b) for b in facts["lesion_boxes"])
     settings = facts["settings"]
     return (
-        f"ladder {facts['ladder']} ({facts['cohort_kind']}), profile {_profile_label(facts['profile'])} "
+        f"ladder {facts['ladder']} ({facts['cohort_kind']}), "
+        f"profile {profile_label(facts['profile'])} "
         f"(input {settings['input_size']}, width {settings['width']:g}, "
         f"{settings['iterations']} iterations at batch {settings['batch_size']}, "
         f"device {', '.join(facts['devices'])}); "
