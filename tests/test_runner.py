@@ -220,6 +220,7 @@ def test_train_command_end_to_end(cohort, tmp_path, capsys):
     assert code == 0 and "95% CI from" in out
     row = next(line for line in out.splitlines() if line.startswith("IoU50 "))
     assert row.count("[") == 2 and "test (" in out and "lesion boxes)" in out
+    assert "tiny_test on tiny (unregistered), profile smoke, seed 2, input" in out
     assert (tmp_path / "tiny" / "unregistered" / "tiny_test" / "seed2" / "metrics.json").exists()
 
 

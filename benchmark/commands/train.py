@@ -138,17 +138,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     with RunLock(run_folder.unit_dir(config)):  # one writer per run folder (docs/scaling.md)
         run_dir = runner.run_unit(config, ProgressDisplay(sys.stderr))
-    print(format_unit_metrics(read_json(run_dir / run_folder.METRICS), base["eval"]["bootstrap"]))
+    print(format_unit_metrics(read_json(run_dir / run_folder.METRICS), config))
     print(f"run folder: {run_dir}")
     return 0
 
 
-def format_unit_metrics(metrics: dict[str, Any], bootstrap: int) -> str:
-    """One run's AP (%) per metric and split with its 95% interval (patients resampled)."""
+def format_unit_metrics(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    """One run's AP (%) per metric and split with its 95% interval (patients resampled), under
+    a line naming the model, cohort, variant, profile, seed and schedule of its ``config``."""
     import pandas as pd
 
     from benchmark import runner
     from benchmark.analysis.facts import format_estimate
+    from benchmark.config import profile_label
 
     columns = {}
     for split in runner.SPLITS:
@@ -160,9 +162,15 @@ def format_unit_metrics(metrics: dict[str, Any], bootstrap: int) -> str:
             for key in runner.METRIC_KEYS
         }
     table = pd.DataFrame(columns).to_string()
+    facts = (
+        f"{config['model']} on {config['cohort_name']} ({config['variant']}), profile "
+        f"{profile_label(config.get('profile'))}, seed {config['seed']}, input "
+        f"{config['detector']['input_size']} px, {config['train']['iterations']} iterations"
+    )
+    bootstrap = config["eval"]["bootstrap"]
     if bootstrap <= 0:
-        return f"AP (%), no intervals (eval.bootstrap is 0):\n{table}"
-    return f"AP (%), 95% CI from {bootstrap} patient-bootstrap replicates:\n{table}"
+        return f"{facts}\nAP (%), no intervals (eval.bootstrap is 0):\n{table}"
+    return f"{facts}\nAP (%), 95% CI from {bootstrap} patient-bootstrap replicates:\n{table}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
